@@ -1,0 +1,22 @@
+"""SynthQA: judge synthetic diffusion MRI data by how well an autoencoder trained on it
+reconstructs a real scan.
+
+Modules, one concern each:
+
+- :mod:`helpers.config`      project paths, dataset configs, profiles (quick, paper)
+- :mod:`helpers.io`          atomic writes (temporary name, then rename)
+- :mod:`helpers.data`        loading real scans into a :class:`~helpers.data.Subject`
+- :mod:`helpers.tissue`      WM/GM/CSF masks: FreeSurfer labels, FSL FAST, DTI thresholds
+- :mod:`helpers.dti`         vectorised WLS tensor fit (agrees with dipy's TensorModel)
+- :mod:`helpers.simulation`  the multi-tensor kernel and the four generators
+- :mod:`helpers.autoencoder` the self-adapting denoising autoencoder (Keras 3)
+- :mod:`helpers.metrics`     signal MAE, FA MAE, angular deviation, error maps
+- :mod:`helpers.stats`       paired tests between methods, Holm correction
+- :mod:`helpers.figures`     plotly figures
+- :mod:`helpers.batch`       the papermill batch runner (local or Dask)
+"""
+
+__version__ = "0.1.0"
+
+METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
+"""The four generators, in the order the method paper reports them."""
