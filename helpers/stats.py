@@ -38,6 +38,9 @@ MIN_SUBJECTS = 3
 STRONG_P = 1e-8
 """Corrected p below which a difference gets two stars (design.md)."""
 
+_EQUAL_RTOL = 1e-12
+"""Differences whose spread is below this fraction of their size count as all equal."""
+
 METRICS_COLUMNS = ("dataset", "subject", "method", "metric", "tissue", "value")
 VOXELS_COLUMNS = ("dataset", "subject", "method", "metric", "voxel", "value")
 RESULT_COLUMNS = (
@@ -134,9 +137,10 @@ def compare_methods(metrics, *, voxels=None, tissue="all", alpha=0.05):
     Wilcoxon uses scipy's defaults (``zero_method="wilcox"``: zero differences are
     dropped; exact distribution for small samples without ties, normal approximation
     otherwise). When every difference is zero scipy returns p = 1 with warnings; here the
-    p is NaN and ``note`` says why. When the differences are all equal but not zero,
-    t is undefined (zero variance; scipy would return t = inf, p = 0) and is reported as
-    NaN likewise.
+    p is NaN and ``note`` says why. When the differences are all equal but not zero (to
+    12 significant digits, as rounding leaves ``(x + c) - x`` not exactly ``c``), t is
+    undefined (zero variance; scipy would return t = inf, p = 0, or a huge t with a
+    precision-loss warning) and is reported as NaN likewise.
 
     References
     ----------
@@ -146,16 +150,17 @@ def compare_methods(metrics, *, voxels=None, tissue="all", alpha=0.05):
     Examples
     --------
     >>> import pandas as pd
-    >>> rows = [("d", f"s{i}", m, "signal_mae", "all", v + (0.5 + i / 100 if m == "RandomWM" else 0))
-    ...         for i, v in enumerate([0.10, 0.12, 0.11, 0.13, 0.09])
-    ...         for m in ("Syn", "RandomWM")]
+    >>> syn = [0.10, 0.12, 0.11, 0.13, 0.09]
+    >>> rows = [("d", f"s{i}", "Syn", "signal_mae", "all", v) for i, v in enumerate(syn)]
+    >>> rows += [("d", f"s{i}", "RandomWM", "signal_mae", "all", v + 0.5 + i / 100)
+    ...          for i, v in enumerate(syn)]
     >>> table = pd.DataFrame(rows, columns=["dataset", "subject", "method", "metric",
     ...                                     "tissue", "value"])
     >>> out = compare_methods(table)
     >>> out[["method_a", "method_b", "test", "level", "n"]].values.tolist()
     [['Syn', 'RandomWM', 'paired_t', 'subject', 5], ['Syn', 'RandomWM', 'wilcoxon', 'subject', 5]]
     >>> round(float(out["mean_diff"].iloc[0]), 3), out["stars"].tolist()
-    (-0.52, ['**', ''])
+    (-0.52, ['*', ''])
 
     With 5 subjects the exact Wilcoxon p cannot go below 2 / 2**5 = 0.0625, hence no star.
     """
@@ -252,7 +257,9 @@ def _paired_test(test, x, y):
     if not np.any(d):
         return np.nan, np.nan, "all differences are zero: the methods agree on every pair"
     if test == "paired_t":
-        if np.ptp(d) == 0:
+        # Equal up to rounding (x + c - x is not exactly c): t would be huge or infinite
+        # and scipy warns of catastrophic cancellation; the variance is really zero.
+        if np.ptp(d) <= _EQUAL_RTOL * np.max(np.abs(d)):
             return np.nan, np.nan, "all differences are equal: zero variance, t undefined"
         res = _sps.ttest_rel(x, y)
         return float(res.statistic), float(res.pvalue), ""
