@@ -111,8 +111,16 @@ def load_config(path):
             root = (path.parent / root).resolve()
     if raw.get("labels", "fast") not in ("fast", "freesurfer"):
         raise ValueError(f"{path}: labels must be 'fast' or 'freesurfer', got {raw['labels']!r}")
+    snr = raw.get("snr", "auto")
+    if isinstance(snr, str) and snr.lower() not in ("auto", "none") or (
+        isinstance(snr, (int, float)) and not (snr > 0 and snr != float("inf"))
+    ):
+        raise ValueError(f"{path}: snr must be 'auto', 'none' or a positive number, got {snr!r}")
     profile = raw.get("profile", "paper")
-    load_profile(profile)  # validates the name
+    try:
+        load_profile(profile)  # validates the name
+    except ValueError as e:  # name the dataset config too, not only profiles.yaml
+        raise ValueError(f"{path}: {e}") from e
     kwargs = {k: v for k, v in raw.items() if k not in ("root", "methods")}
     return DatasetConfig(path=path, root=root, methods=methods, **kwargs)
 

@@ -594,7 +594,7 @@ def load_subject(config, subject_id):
         p = Path(p).expanduser()
         return p if p.is_absolute() else base / p
 
-    files = {k: ([resolve(p) for p in v] if k == "pve" else resolve(v)) for k, v in entry.items()}
+    files = {k: ([resolve(p) for p in v] if k == "pve" else v if v == "all" else resolve(v)) for k, v in entry.items()}
     missing = {"dwi", "bval", "bvec"} - set(files)
     if missing:
         raise ValueError(f"{config.path}: subject {sid} lacks {sorted(missing)}")

@@ -1,0 +1,224 @@
+"""Shared fixtures: small scans written to ``tmp_path`` with a ground truth the tests know.
+
+Every fixture draws its randomness from the seeded ``rng`` fixture. The ground truth is
+kept next to the files (the ``truth`` namespaces below), so a test can compute what the
+loader should return by hand, without calling the code it is testing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+SEED = 20240611
+
+# FreeSurfer labels used by the synthetic aparc+aseg and the tissue code each one must get
+# (0 none, 1 CSF, 2 GM, 3 WM), written out by hand from FreeSurferColorLUT.txt.
+FS_EXPECTED = {
+    0: 0,  # Unknown / background
+    2: 3,  # Left-Cerebral-White-Matter
+    41: 3,  # Right-Cerebral-White-Matter
+    3: 2,  # Left-Cerebral-Cortex
+    42: 2,  # Right-Cerebral-Cortex
+    1005: 2,  # ctx-lh-cuneus (aparc)
+    2024: 2,  # ctx-rh-precentral (aparc)
+    10: 2,  # Left-Thalamus
+    4: 1,  # Left-Lateral-Ventricle
+    43: 1,  # Right-Lateral-Ventricle
+}
+# A label of another tissue for each tissue: the fine-grid voxels that a correct
+# nearest-neighbour lookup must *not* pick hold it, so a wrong pick changes the answer.
+_DECOY = {0: 2, 1: 2, 2: 4, 3: 3}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def save_nifti(path, data, affine):
+    """Write ``data`` as NIfTI with ``affine`` (the dtype of ``data`` is kept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=float)), path)
+    return path
+
+
+def write_gradients(bval_path, bvec_path, bvals, bvecs, *, fsl_layout=True):
+    """FSL text files: one row of b-values; b-vectors as 3 rows (FSL) or k rows of 3."""
+    bval_path, bvec_path = Path(bval_path), Path(bvec_path)
+    bval_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(bval_path, np.asarray(bvals, dtype=float)[None], fmt="%g")
+    bvecs = np.asarray(bvecs, dtype=float)
+    np.savetxt(bvec_path, bvecs.T if fsl_layout else bvecs, fmt="%.10f")
+    return bval_path, bvec_path
+
+
+def random_unit_vectors(rng, n):
+    v = rng.normal(size=(n, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def random_rotations(rng, n):
+    """(n, 3, 3) random rotation matrices (QR of Gaussian matrices, sign-fixed)."""
+    q, r = np.linalg.qr(rng.normal(size=(n, 3, 3)))
+    q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+    q[np.linalg.det(q) < 0, :, 0] *= -1
+    return q
+
+
+def tensor_signal(s0, bvals, bvecs, D):
+    """S = S0 exp(-b gᵀ D g) for tensors ``D`` (..., 3, 3) on every gradient."""
+    quad = np.einsum("mi,...ij,mj->...m", bvecs, D, bvecs)
+    return np.asarray(s0)[..., None] * np.exp(-np.asarray(bvals) * quad)
+
+
+# ----------------------------------------------------------------------------- HCP
+
+
+HCP_SHAPE = (8, 9, 7)
+HCP_AFFINE = np.array(  # 2 mm, x flipped like HCP's LAS-stored T1w/Diffusion
+    [[-2.0, 0, 0, 7.0], [0, 2.0, 0, -8.0], [0, 0, 2.0, -6.0], [0, 0, 0, 1]]
+)
+# aparc+aseg at 1 mm with its origin a quarter voxel off: diffusion voxel (i, j, k) lands
+# at fine index (2i + 0.25, 2j - 0.25, 2k + 0.25), whose nearest voxel is (2i, 2j, 2k)
+# (rounding down or up instead of to the nearest would pick a decoy on one axis).
+ASEG_AFFINE = np.array(
+    [[-1.0, 0, 0, 7.25], [0, 1.0, 0, -7.75], [0, 0, 1.0, -6.25], [0, 0, 0, 1]]
+)
+B0_FACTORS = np.array([0.98, 1.02, 1.01, 0.99])  # the 4 b0 repeats, relative to S0
+
+
+def _hcp_scheme(rng):
+    """4 interleaved b0 (b=5) and shells of 9, 8, 7 directions at b≈1000, 2000, 3000
+    with HCP-like jitter of up to ±10. Returns bvals, bvecs, nominal shell of each."""
+    nominal_dw = np.repeat([1000, 2000, 3000], [9, 8, 7])
+    nominal_dw = rng.permutation(nominal_dw)
+    nominal = np.insert(nominal_dw, [0, 6, 12, 18], 0)  # b0 at 0, 7, 14, 21
+    jitter = rng.integers(-10, 11, size=nominal.size)
+    bvals = np.where(nominal == 0, 5, nominal + jitter).astype(float)
+    bvecs = random_unit_vectors(rng, nominal.size)
+    bvecs[nominal == 0] = 0.0
+    return bvals, bvecs, nominal
+
+
+def build_hcp(root, rng, subject_id="100307"):
+    """Write one HCP-layout subject under ``root`` and return its ground truth."""
+    root = Path(root)
+    diff = root / subject_id / "T1w" / "Diffusion"
+    bvals, bvecs, nominal = _hcp_scheme(rng)
+    shape = HCP_SHAPE
+    n = int(np.prod(shape))
+
+    # Known tensors: sorted eigenvalues in [0.2, 2.5] x 1e-3 mm²/s, random orientation.
+    evals = np.sort(rng.uniform(0.2e-3, 2.5e-3, size=(n, 3)), axis=1)[:, ::-1]
+    R = random_rotations(rng, n)
+    D = np.einsum("nij,nj,nkj->nik", R, evals, R).reshape(shape + (3, 3))
+    s0 = rng.uniform(400.0, 1200.0, size=shape)
+
+    data = tensor_signal(s0, bvals, bvecs, D)  # b0 volumes: S0 (quad is 0)
+    b0_idx = np.flatnonzero(nominal == 0)
+    data[..., b0_idx] = s0[..., None] * B0_FACTORS
+    data = data.astype(np.float32)
+
+    # Brain mask: an ellipsoid; the voxels outside still hold valid signal, so a loader
+    # ignoring the mask would return more voxels.
+    ii, jj, kk = np.indices(shape)
+    c = (np.array(shape) - 1) / 2
+    mask = ((ii - c[0]) / 3.6) ** 2 + ((jj - c[1]) / 4.1) ** 2 + ((kk - c[2]) / 3.2) ** 2 <= 1.0
+
+    # Intended FreeSurfer label of each diffusion voxel (never 0 inside the brain),
+    # written at the fine voxel (2i, 2j, 2k); decoys everywhere else.
+    brain_labels = [k for k in FS_EXPECTED if k != 0]
+    labels = rng.choice(brain_labels, size=shape)
+    labels[~mask] = rng.choice(list(FS_EXPECTED), size=int((~mask).sum()))
+    expected_tissue = np.vectorize(FS_EXPECTED.get)(labels).astype(np.uint8)
+    decoy = np.vectorize(_DECOY.get)(expected_tissue)
+    fine = np.repeat(np.repeat(np.repeat(decoy, 2, 0), 2, 1), 2, 2).astype(np.int32)
+    fine[::2, ::2, ::2] = labels
+
+    save_nifti(diff / "data.nii.gz", data, HCP_AFFINE)
+    save_nifti(diff / "nodif_brain_mask.nii.gz", mask.astype(np.uint8), HCP_AFFINE)
+    write_gradients(diff / "bvals", diff / "bvecs", bvals, bvecs)
+    save_nifti(diff.parent / "aparc+aseg.nii.gz", fine, ASEG_AFFINE)
+
+    return SimpleNamespace(
+        root=root,
+        subject_id=subject_id,
+        diffusion=diff,
+        dwi=diff / "data.nii.gz",
+        bval=diff / "bvals",
+        bvec=diff / "bvecs",
+        mask_path=diff / "nodif_brain_mask.nii.gz",
+        aseg=diff.parent / "aparc+aseg.nii.gz",
+        shape=shape,
+        affine=HCP_AFFINE.copy(),
+        bvals=bvals,
+        bvecs=bvecs,
+        nominal=nominal,
+        b0_idx=b0_idx,
+        shell_idx=np.flatnonzero(nominal == 1000),  # from the nominal shells, not the jitter
+        s0=s0 * B0_FACTORS.mean(),  # S0 = mean of the b0 repeats
+        D=D,
+        data=data,
+        mask=mask,
+        labels=labels,
+        expected_tissue=expected_tissue,
+    )
+
+
+@pytest.fixture
+def hcp(tmp_path, rng):
+    """An HCP-layout subject ``100307`` under ``tmp_path/hcp`` (see :func:`build_hcp`)."""
+    return build_hcp(tmp_path / "hcp", rng)
+
+
+# ----------------------------------------------------------------------------- BIDS
+
+
+BIDS_SHAPE = (14, 14, 10)
+BIDS_AFFINE = np.array([[2.0, 0, 0, -14], [0, 2.0, 0, -14], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+
+
+def _write_bids_run(folder, stem, rng):
+    """A single-shell run (2 b0, 12 directions at b≈1000, 6 at b≈2000): a bright box of
+    tensors in a dark, noisy background, so that median_otsu finds the box."""
+    nominal = np.r_[0, rng.permutation(np.repeat([1000, 2000], [12, 6])), 0]
+    bvals = np.where(nominal == 0, 0, nominal + rng.integers(-5, 6, nominal.size)).astype(float)
+    bvecs = random_unit_vectors(rng, nominal.size)
+    bvecs[nominal == 0] = 0.0
+    n = int(np.prod(BIDS_SHAPE))
+    evals = np.sort(rng.uniform(0.3e-3, 2.0e-3, size=(n, 3)), axis=1)[:, ::-1]
+    R = random_rotations(rng, n)
+    D = np.einsum("nij,nj,nkj->nik", R, evals, R).reshape(BIDS_SHAPE + (3, 3))
+    s0 = np.full(BIDS_SHAPE, 20.0)
+    s0[3:11, 3:11, 2:8] = rng.uniform(800, 1000, size=(8, 8, 6))
+    data = tensor_signal(s0, bvals, bvecs, D)
+    data = np.abs(data + rng.normal(0, 5.0, size=data.shape)).astype(np.float32)
+    dwi = save_nifti(folder / f"{stem}_dwi.nii.gz", data, BIDS_AFFINE)
+    write_gradients(folder / f"{stem}_dwi.bval", folder / f"{stem}_dwi.bvec", bvals, bvecs)
+    return SimpleNamespace(dwi=dwi, bvals=bvals, bvecs=bvecs, nominal=nominal, data=data)
+
+
+@pytest.fixture
+def bids(tmp_path, rng):
+    """A BIDS dataset: ``sub-01/dwi/`` and ``sub-02/ses-1/dwi/``, and a YAML config for it
+    (root written relative to the config's folder)."""
+    root = tmp_path / "bids"
+    runs = {
+        "01": _write_bids_run(root / "sub-01" / "dwi", "sub-01", rng),
+        "02": _write_bids_run(root / "sub-02" / "ses-1" / "dwi", "sub-02_ses-1", rng),
+    }
+    config = tmp_path / "bids.yaml"
+    config.write_text(
+        "dataset: mybids\nkind: bids\nroot: bids\nsubjects: ['01', '02']\n"
+        "shell: 1000\nshell_tolerance: 50\nprofile: quick\n"
+    )
+    return SimpleNamespace(root=root, config=config, runs=runs, shape=BIDS_SHAPE, affine=BIDS_AFFINE)
