@@ -120,7 +120,8 @@ def evaluate(subject, reconstructions):
     ----------
     subject : helpers.data.Subject
     reconstructions : dict
-        method -> (n, m) reconstruction of ``subject.attenuation``.
+        method -> (n, m) reconstruction of ``subject.attenuation``, or a callable that
+        returns it (then only one reconstruction is held in memory at a time).
 
     Returns
     -------
@@ -133,6 +134,7 @@ def evaluate(subject, reconstructions):
     errors, rows = {}, []
     ds, sid = subject.info.get("dataset", ""), subject.info.get("subject", "")
     for method, recon in reconstructions.items():
+        recon = recon() if callable(recon) else recon
         errors[method] = voxel_errors(subject.bvals, subject.bvecs, subject.attenuation, recon, real_fit=real_fit)
         rows += summarise(errors[method], subject.tissue, dataset=ds, subject=sid, method=method)
     return pd.DataFrame(rows, columns=COLUMNS), errors
