@@ -491,7 +491,7 @@ def load_hcp(root, subject_id, **kwargs):
         return _tissue.freesurfer_to_tissue(_tissue.nearest_neighbour_lookup(labels, img.affine, indices, affine))
 
     kwargs.setdefault("subject", str(subject_id))
-    return load_dwi(
+    subj = load_dwi(
         diff / "data.nii.gz",
         diff / "bvals",
         diff / "bvecs",
@@ -500,6 +500,9 @@ def load_hcp(root, subject_id, **kwargs):
         tissue_source=f"FreeSurfer {aseg}, nearest-neighbour onto the diffusion grid",
         **kwargs,
     )
+    # benchmarks/make_hcp_like.py marks its phantoms so that no report passes one off as a scan
+    subj.info["synthetic"] = (Path(root) / str(subject_id) / "SYNTHETIC.txt").is_file()
+    return subj
 
 
 def load_bids(root, subject_id, **kwargs):

@@ -16,6 +16,9 @@ import numpy as np
 
 __all__ = ["atomic_path", "save_json", "load_json", "save_npz", "save_csv"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -40,6 +43,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; results should be as readable as any file
     try:
         yield tmp
         os.replace(tmp, path)
