@@ -68,8 +68,8 @@ class Mixture:
     csf: bool = True
 
     def __post_init__(self):
-        if not 0 <= self.min_fibers <= self.max_fibers or self.max_fibers + self.gm + self.csf == 0:
-            raise ValueError(f"invalid mixture {self}: need 0 <= min_fibers <= max_fibers and at least one compartment")
+        if not 0 <= self.min_fibers <= self.max_fibers or self.min_fibers + self.gm + self.csf == 0:
+            raise ValueError(f"invalid mixture {self}: need 0 <= min_fibers <= max_fibers and at least one compartment in every voxel (min_fibers >= 1, gm or csf)")
 
     @property
     def n_compartments(self):
@@ -244,6 +244,8 @@ def draw_mixture(method, n, rng, *, pools=None, mixture=Mixture()):
     fractions : (n, k) ndarray
         Zero for the fibres a voxel does not have; rows sum to 1.
     """
+    if method not in ("Syn", "Sampled", "SampleAndMean"):
+        raise ValueError(f"draw_mixture: unknown tensor method {method!r}; allowed: ['Syn', 'Sampled', 'SampleAndMean']")
     kf = mixture.max_fibers
     k = mixture.n_compartments
     evals = np.empty((n, k, 3))
