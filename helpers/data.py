@@ -547,9 +547,7 @@ def load_paths(dwi, bval, bvec, *, mask=None, pve=None, labels=None, label_schem
         if len(pve) != 3:
             raise ValueError(f"pve must list 3 files (pve_0 CSF, pve_1 GM, pve_2 WM), got {len(pve)}")
         lookups = [_tissue_from_grid(p, dwi, lambda a: a) for p in pve]
-
-        def tissue(indices, affine, shape):
-            return _tissue.pve_to_tissue(*(f(indices, affine, shape) for f in lookups))
+        tissue = lambda indices, affine, shape: _tissue.pve_to_tissue(*(f(indices, affine, shape) for f in lookups))  # noqa: E731
 
         source = f"FSL FAST partial volumes {[str(p) for p in pve]} (largest fraction >= 0.5)"
     elif labels is not None:

@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm  # text bars: they render in papermill output and in terminals alike
 
 from helpers.config import check_methods
-from helpers.io import load_json, save_csv, save_json, save_npz
+from helpers.io import save_csv, save_json, save_npz
 
 __all__ = [
     "simulate_methods",
@@ -163,9 +163,11 @@ def evaluate_subject(subject_dir, methods, *, force=False, batch_size=65536):
     newest = max(p.stat().st_mtime for p in models.values())
     if not force and table_path.is_file() and table_path.stat().st_mtime >= newest:
         table = pd.read_csv(table_path, dtype={"subject": str, "dataset": str})
-        if set(methods) <= set(table["method"]):
+        if set(methods) <= set(table["method"]) and set(table["subject"]) == {subject_dir.name}:
             return table[table["method"].isin(methods)].reset_index(drop=True)
     subject = Subject.load(subject_dir)
+    # the table names the subject by where its results live: results/<dataset>/<subject>/
+    subject.info.update(dataset=subject_dir.parent.name, subject=subject_dir.name)
     # callables: one method's reconstruction in memory at a time (an HCP subject's is 0.4 GB)
     recon = {m: partial(_reconstruct_file, p, subject.attenuation, batch_size) for m, p in models.items()}
     table, errors = evaluate(subject, recon)
@@ -185,7 +187,6 @@ def load_voxel_table(subject_dir):
     """Per-voxel errors of an evaluated subject as a long table
     ``dataset, subject, method, metric, voxel, value`` (NaN dropped)."""
     subject_dir = Path(subject_dir)
-    info = load_json(subject_dir / "subject.json")["info"]
     frames = []
     with np.load(subject_dir / "metrics" / "voxels.npz", allow_pickle=False) as z:
         for key in z.files:
@@ -195,8 +196,8 @@ def load_voxel_table(subject_dir):
             frames.append(
                 pd.DataFrame(
                     {
-                        "dataset": str(info.get("dataset", "")),
-                        "subject": str(info.get("subject", "")),
+                        "dataset": subject_dir.parent.name,
+                        "subject": subject_dir.name,
                         "method": method,
                         "metric": metric,
                         "voxel": keep,
@@ -244,11 +245,7 @@ def collect_results(results_dirs, methods, *, subjects=None, progress=True):
     metrics["subject"] = metrics["subject"].astype(str)
     counts = metrics.groupby("dataset")["subject"].nunique()
     small = set(counts[counts < MIN_SUBJECTS].index)
-    voxel_tables = [
-        t[t["method"].isin(methods)]
-        for d in dirs
-        if load_json(d / "subject.json")["info"].get("dataset") in small
-        for t in [load_voxel_table(d)]
-    ]
+    voxel_tables = [load_voxel_table(d) for d in dirs if d.parent.name in small]
+    voxel_tables = [t[t["method"].isin(methods)] for t in voxel_tables]
     voxels = pd.concat(voxel_tables, ignore_index=True) if voxel_tables else None
     return metrics, voxels, dirs

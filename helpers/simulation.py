@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from helpers import METHODS
 from helpers.config import check_methods
 
 __all__ = [

@@ -389,7 +389,7 @@ def test_simulate_single_syn_fibre_matches_uniform_direction_closed_form():
     the fibre-gradient angle, uniform on [-1, 1] for a uniform direction (Archimedes).
     So |t| recovered from S must be U(0, 1), and
     E S = exp(-b l_perp) * sqrt(pi) erf(sqrt(b dl)) / (2 sqrt(b dl))."""
-    l_par, l_perp = SYN_WM[0], SYN_WM[1]
+    l_perp = SYN_WM[1]
     b, dl = 1000.0, SYN_WM[0] - SYN_WM[1]
     subj = make_subject(np.full(3, b), np.eye(3))
     n = 20_000
