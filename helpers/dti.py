@@ -11,6 +11,8 @@ metrics fit six tensors over every brain voxel, so this is on the hot path.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +61,7 @@ class TensorFit:
         return self.evecs[..., 0]
 
 
-def fit_tensor(bvals, bvecs, data, *, b0_threshold=50.0, chunk=100_000):
+def fit_tensor(bvals, bvecs, data, *, b0_threshold=50.0, chunk=50_000, workers=None, prepend_b0=False):
     """WLS diffusion tensor fit of many voxels at once.
 
     Parameters
@@ -71,7 +73,14 @@ def fit_tensor(bvals, bvecs, data, *, b0_threshold=50.0, chunk=100_000):
     data : (n, m) array_like
         Signals; values below 1e-4 are clipped to it, as dipy does.
     chunk : int, optional
-        Voxels per batch; bounds the temporary memory to about ``chunk * m * 80`` bytes.
+        Voxels per batch; each batch's temporaries take about ``chunk * m * 40`` bytes.
+    workers : int, optional
+        Batches fitted at once in threads (NumPy's array and LAPACK calls release the
+        GIL). Default: the number of CPUs, at most 4.
+    prepend_b0 : bool, optional
+        Treat ``data`` as attenuation without its b0 column and prepend a b=0
+        measurement of 1 to each batch (``bvals``/``bvecs`` must then include that b0
+        first); saves a full copy of the data. See :func:`fit_attenuation`.
 
     Returns
     -------
@@ -100,29 +109,41 @@ def fit_tensor(bvals, bvecs, data, *, b0_threshold=50.0, chunk=100_000):
     XX = (X[:, :, None] * X[:, None, :]).reshape(len(X), 49)
     min_diffusivity = _TOL / -X.min()
     data = np.asarray(data)
-    if data.ndim != 2 or data.shape[1] != len(X):
-        raise ValueError(f"data has shape {data.shape}; expected (n_voxels, {len(X)})")
+    if data.ndim != 2 or data.shape[1] + prepend_b0 != len(X):
+        expected = len(X) - prepend_b0
+        raise ValueError(f"data has shape {data.shape}; expected (n_voxels, {expected})")
     n = data.shape[0]
     evals = np.empty((n, 3))
     evecs = np.empty((n, 3, 3))
-    for start in range(0, n, chunk):
+
+    def fit_chunk(start):
         sl = slice(start, min(start + chunk, n))
-        log_s = np.log(np.maximum(data[sl].astype(float), MIN_POSITIVE_SIGNAL))
+        y = np.maximum(data[sl].astype(float), MIN_POSITIVE_SIGNAL)
+        log_s = np.log(y)
+        if prepend_b0:  # log 1 = 0
+            log_s = np.hstack([np.zeros((len(log_s), 1)), log_s])
         w2 = np.exp(2.0 * (log_s @ X_pinv.T) @ X.T)  # squared OLS-predicted signal
         lhs = (w2 @ XX).reshape(-1, 7, 7)
         rhs = (w2 * log_s) @ X
         beta = np.linalg.solve(lhs, rhs[..., None])[..., 0]
-        evals[sl], evecs[sl] = decompose_tensor(
-            from_lower_triangular(beta[:, :6]), min_diffusivity=min_diffusivity
-        )
+        evals[sl], evecs[sl] = decompose_tensor(from_lower_triangular(beta[:, :6]), min_diffusivity=min_diffusivity)
+
+    starts = range(0, n, chunk)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fit_chunk, starts))
+    else:
+        for start in starts:
+            fit_chunk(start)
     return TensorFit(evals, evecs)
 
 
 def fit_attenuation(bvals, bvecs, attenuation, **kwargs):
-    """Fit tensors to attenuation E = S/S0 by prepending a b=0 measurement of 1.
+    """Fit tensors to attenuation E = S/S0 as if a b=0 measurement of 1 preceded it.
 
     This is the fit the metrics use for both the real signal and its reconstruction:
-    the tensor of [S0=1, E].
+    the tensor of [S0=1, E] (the b0 column is added per batch, not copied in whole).
 
     Parameters
     ----------
@@ -131,11 +152,10 @@ def fit_attenuation(bvals, bvecs, attenuation, **kwargs):
     bvecs : (m, 3) array_like
     attenuation : (n, m) array_like
     """
-    attenuation = np.asarray(attenuation)
-    ones = np.ones((attenuation.shape[0], 1), dtype=attenuation.dtype)
     return fit_tensor(
         np.r_[0.0, np.asarray(bvals, dtype=float)],
         np.r_[np.zeros((1, 3)), np.asarray(bvecs, dtype=float)],
-        np.hstack([ones, attenuation]),
+        attenuation,
+        prepend_b0=True,
         **kwargs,
     )
