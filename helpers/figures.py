@@ -160,12 +160,13 @@ def angle_figure(metrics, stats=None, *, test="paired_t", tissue="all", note_rat
             notes[col] += _far_worse_notes(values, present, note_ratio)
         if stats is None:
             continue
-        rows = sel[(sel["dataset"] == dataset) & (sel["stars"].astype(str) != "")
+        # a stats table read back from CSV has NaN where the stars were empty
+        rows = sel[(sel["dataset"] == dataset) & (sel["stars"].fillna("").astype(str) != "")
                    & sel["method_a"].isin(present) & sel["method_b"].isin(present)]
         if rows.empty:
             continue
         _add_brackets(fig, col, rows, present, values["value"].to_numpy(float), test)
-        caveats = sorted({c for c in rows["caveat"].astype(str) if c})
+        caveats = sorted({c for c in rows["caveat"].fillna("").astype(str) if c})
         notes[col] += caveats
     for col, lines in notes.items():
         if lines:

@@ -294,3 +294,19 @@ def test_save_html_failure_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="plotly.graph_objects.Figure"):
         F.save_html({"data": []}, tmp_path / "x.html")
+
+
+def test_angle_marks_survive_a_csv_round_trip(tmp_path):
+    """Empty stars come back from CSV as NaN: no bracket may be labelled 'nan'."""
+    rows = []
+    for s in range(5):
+        for m, v in zip(("Syn", "Sampled", "SampleAndMean"), (10.0, 5.0, 10.0)):
+            rows.append(("d", f"s{s}", m, "angle_deg", "all", v + 0.1 * s + (0.3 * s if m == "SampleAndMean" else 0)))
+    metrics = pd.DataFrame(rows, columns=["dataset", "subject", "method", "metric", "tissue", "value"])
+    stats = compare_methods(metrics)
+    stats.to_csv(tmp_path / "stats.csv", index=False)
+    back = pd.read_csv(tmp_path / "stats.csv")
+    assert back["stars"].isna().any()  # the case being tested
+    texts = [a.text for a in F.angle_figure(metrics, back).layout.annotations]
+    assert "nan" not in texts
+    assert texts.count("*") + texts.count("**") == int((back[back.test == "paired_t"]["stars"].fillna("") != "").sum())
