@@ -23,6 +23,7 @@ from scipy import stats as _sps
 from statsmodels.stats.multitest import multipletests
 
 from helpers import METHODS
+from helpers.config import check_methods
 
 __all__ = ["compare_methods", "stars", "METRIC_ORDER", "TESTS", "MIN_SUBJECTS", "STRONG_P"]
 
@@ -285,10 +286,7 @@ def _check_columns(frame, required, name):
 
 
 def _check_methods(names, name):
-    unknown = sorted(set(pd.unique(pd.Series(names))) - set(METHODS), key=str)
-    if unknown:
-        raise ValueError(f"{name} has unknown method name(s) {unknown}; "
-                         f"allowed: {list(METHODS)}")
+    check_methods(sorted(set(pd.unique(pd.Series(names))), key=str), where=name)
 
 
 def _check_unique(frame, keys, name):
