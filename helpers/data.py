@@ -209,13 +209,14 @@ def _read(img, index=(), *, path):
         raise ValueError(f"{path}: corrupt or truncated NIfTI ({e})") from e
 
 
-def _check_same_grid(img, ref, *, path, ref_path):
-    if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-3):
-        raise ValueError(
-            f"{path}: on another grid than {ref_path} "
-            f"(shape {img.shape[:3]} vs {ref.shape[:3]}, affines "
-            f"{'equal' if np.allclose(img.affine, ref.affine, atol=1e-3) else 'differ'})"
-        )
+def _check_same_grid(img, shape, affine, *, path, ref_path, what):
+    """Raise unless ``img`` lies on the grid (shape, affine) of the DWI at ``ref_path``."""
+    same_shape = tuple(img.shape[:3]) == tuple(shape[:3])
+    same_affine = np.allclose(img.affine, affine, atol=1e-3)
+    if not (same_shape and same_affine):
+        problem = [] if same_shape else [f"shape {tuple(img.shape[:3])} vs {tuple(shape[:3])}"]
+        problem += [] if same_affine else ["the voxel-to-world affines differ"]
+        raise ValueError(f"{path}: {what} on another grid than {ref_path} ({'; '.join(problem)})")
 
 
 def read_gradients(bval_path, bvec_path):
@@ -363,7 +364,7 @@ def load_dwi(
         mask_source = "all voxels of the volume"
     elif mask is not None:
         mask_img = _load_image(mask, what="mask")
-        _check_same_grid(mask_img, img, path=mask, ref_path=dwi)
+        _check_same_grid(mask_img, img.shape, img.affine, path=mask, ref_path=dwi, what="mask")
         brain = _read(mask_img, path=mask) > 0
         if brain.ndim == 4:
             brain = brain[..., 0]
@@ -444,8 +445,7 @@ def _tissue_from_grid(path, ref_img_path, convert):
 
     def lookup(indices, affine, shape):
         img = _load_image(path, what="tissue map")
-        if img.shape[:3] != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-3):
-            raise ValueError(f"{path}: tissue map on another grid than {ref_img_path} (shape {img.shape[:3]} vs {tuple(shape)})")
+        _check_same_grid(img, shape, affine, path=path, ref_path=ref_img_path, what="tissue map")
         return convert(_read(img, path=path))[tuple(indices.T)]
 
     return lookup
