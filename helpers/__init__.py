@@ -13,7 +13,9 @@ Modules, one concern each:
 - :mod:`helpers.metrics`     signal MAE, FA MAE, angular deviation, error maps
 - :mod:`helpers.stats`       paired tests between methods, Holm correction
 - :mod:`helpers.figures`     plotly figures
-- :mod:`helpers.batch`       the papermill batch runner (local or Dask)
+- :mod:`helpers.report`      the written reading of the results
+- :mod:`helpers.pipeline`    the notebooks' steps over a subject folder
+- :mod:`helpers.batch`       the papermill batch runner (threads, or Dask via :mod:`helpers.cluster`)
 """
 
 __version__ = "0.1.0"

@@ -61,24 +61,46 @@ def render_html(notebook_path, html_path):
         tmp.write_text(body, encoding="utf-8")
 
 
+def _executed_parameters(path):
+    """The parameters an executed notebook ran with (papermill's provenance), or None."""
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters")
+    except Exception:  # unreadable: treat as not done
+        return None
+
+
+def _kernel_name():
+    """The project's kernel (``make`` installs ``synthqa`` into .venv), else ``python3``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "synthqa" if "synthqa" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
 def run_notebook(name, out_dir, parameters, *, force=False, progress=False):
     """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir``.
 
-    The executed notebook is written to a temporary name and renamed once execution
-    succeeded, then rendered to HTML; its presence marks the step as done. On failure
-    the partly executed notebook is kept as ``<name>.failed.ipynb`` and the error is
-    re-raised with that path attached.
+    The executed notebook is written to a temporary name, rendered to HTML, and renamed
+    once both succeeded; its presence marks the step as done. A step is skipped when its
+    executed notebook exists *and* ran with the same parameters (papermill keeps them in
+    the notebook's metadata); changed parameters (another profile, seed, method list)
+    rerun it. On failure the partly executed notebook is kept as
+    ``<name>.failed.ipynb`` and the error is re-raised with that path attached.
 
     Returns
     -------
     "ran" or "skipped"
     """
+    import json
+
     import papermill as pm
 
     out_dir = Path(out_dir)
     out = out_dir / f"{name}.ipynb"
     failed = out_dir / f"{name}.failed.ipynb"
-    if out.is_file() and not force:
+    same = json.loads(json.dumps(parameters)) == _executed_parameters(out) if out.is_file() else False
+    if same and not force and out.with_suffix(".html").is_file():
         return "skipped"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -87,7 +109,7 @@ def run_notebook(name, out_dir, parameters, *, force=False, progress=False):
                 str(NOTEBOOK_DIR / f"{name}.ipynb"),
                 str(tmp),
                 parameters=parameters,
-                kernel_name="python3",
+                kernel_name=_kernel_name(),
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=progress,
             )
@@ -96,17 +118,18 @@ def run_notebook(name, out_dir, parameters, *, force=False, progress=False):
                 os.replace(tmp, failed)
             e.failed_notebook = str(failed)
             raise
+        render_html(tmp, out.with_suffix(".html"))
     failed.unlink(missing_ok=True)
-    render_html(out, out.with_suffix(".html"))
     return "ran"
 
 
-def remove_stale_temporaries(folder):
-    """Delete temporary files left by a killed run (``.<name>.tmp-*``)."""
-    folder = Path(folder)
-    if folder.is_dir():
-        for p in folder.rglob(".*.tmp-*"):
-            p.unlink(missing_ok=True)
+def remove_stale_temporaries(folders):
+    """Delete temporary files left by a killed run (``.<name>.tmp-*``) in ``folders``
+    (this run's subject folders and summary only: another run may be writing elsewhere)."""
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            for p in folder.rglob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
 
 
 def run_subject(config_path, subject, *, profile, out, force=False):
@@ -185,6 +208,9 @@ def _map_subjects(config_path, subjects, *, profile, out, force, jobs, scheduler
 def run_dataset(config_path, *, profile=None, subjects=None, jobs=1, out=None, force=False, scheduler=None):
     """Run the whole pipeline for a dataset config; returns the list of results
     (subjects first, the summary last)."""
+    # absolute paths: notebooks run in notebooks/, workers anywhere
+    config_path = Path(config_path).resolve()
+    out = Path(out).resolve() if out else None
     config = load_config(config_path)
     profile = profile or config.profile
     load_profile(profile)
@@ -193,16 +219,18 @@ def run_dataset(config_path, *, profile=None, subjects=None, jobs=1, out=None, f
     unknown = [s for s in subjects if s not in all_ids]
     if unknown:
         raise ValueError(f"{config.path}: subject(s) {unknown} not in the config; subjects: {all_ids}")
-    remove_stale_temporaries(config.results_dir(out))
+    dataset_dir = config.results_dir(out)
+    remove_stale_temporaries([dataset_dir / s for s in subjects] + [dataset_dir / "summary"])
     results = []
     with tqdm(total=len(subjects), desc=f"{config.dataset}: subjects", unit="subject") as bar:
         for res in _map_subjects(config_path, subjects, profile=profile, out=out, force=force, jobs=jobs, scheduler=scheduler):
             results.append(res)
             bar.set_postfix_str(f"{res.subject} {'ok' if res.ok else 'FAILED'}")
             bar.update()
-    done = [r.subject for r in results if r.ok]
-    if done:
-        results.append(run_summary(config_path, done, out=out))
+    # the summary covers every evaluated subject of the dataset, not only this run's
+    evaluated = [s for s in all_ids if (dataset_dir / s / "metrics" / "metrics.csv").is_file()]
+    if evaluated:
+        results.append(run_summary(config_path, evaluated, out=out))
     return results
 
 

@@ -9,6 +9,8 @@ the results folder, and they must have this project installed in their environme
 
 from __future__ import annotations
 
+import uuid
+
 __all__ = ["dask_map"]
 
 
@@ -31,8 +33,9 @@ def dask_map(fn, config_path, subjects, *, scheduler, jobs=1, **kwargs):
     else:
         client = Client(scheduler)
     try:
+        run = uuid.uuid4().hex[:8]  # keys are scheduler-wide: another dataset may have a subject "01" too
         futures = {
-            client.submit(fn, str(config_path), s, key=f"synthqa-{s}", pure=False, retries=0, **kwargs): s
+            client.submit(fn, str(config_path), s, key=f"synthqa-{run}-{s}", pure=False, retries=0, **kwargs): s
             for s in subjects
         }
         for fut in as_completed(futures):

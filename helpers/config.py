@@ -112,10 +112,13 @@ def load_config(path):
     if raw.get("labels", "fast") not in ("fast", "freesurfer"):
         raise ValueError(f"{path}: labels must be 'fast' or 'freesurfer', got {raw['labels']!r}")
     snr = raw.get("snr", "auto")
-    if isinstance(snr, str) and snr.lower() not in ("auto", "none") or (
-        isinstance(snr, (int, float)) and not (snr > 0 and snr != float("inf"))
-    ):
-        raise ValueError(f"{path}: snr must be 'auto', 'none' or a positive number, got {snr!r}")
+    if not (isinstance(snr, str) and snr.lower() == "auto"):
+        from helpers.simulation import resolve_snr  # the one rule for SNR settings
+
+        try:
+            resolve_snr(snr)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
     profile = raw.get("profile", "paper")
     try:
         load_profile(profile)  # validates the name

@@ -144,6 +144,8 @@ def evaluate(subject, reconstructions):
     ds, sid = subject.info.get("dataset", ""), subject.info.get("subject", "")
     for method, recon in reconstructions.items():
         recon = recon() if callable(recon) else recon
+        if not np.isfinite(recon).all():
+            raise ValueError(f"{method}: the reconstruction holds NaN or inf values (did its training diverge?)")
         errors[method] = voxel_errors(subject.bvals, subject.bvecs, subject.attenuation, recon, real_fit=real_fit)
         rows += summarise(errors[method], subject.tissue, dataset=ds, subject=sid, method=method)
     return pd.DataFrame(rows, columns=COLUMNS), errors

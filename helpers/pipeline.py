@@ -25,6 +25,9 @@ from helpers.config import check_methods
 from helpers.io import save_csv, save_json, save_npz
 
 __all__ = [
+    "synthetic_path",
+    "model_path",
+    "history_path",
     "simulate_methods",
     "load_synthetic",
     "train_methods",
@@ -34,6 +37,18 @@ __all__ = [
     "find_subjects",
     "collect_results",
 ]
+
+
+def synthetic_path(subject_dir, method):
+    return Path(subject_dir) / "synthetic" / f"{method}.npz"
+
+
+def model_path(subject_dir, method):
+    return Path(subject_dir) / "models" / f"{method}.keras"
+
+
+def history_path(subject_dir, method):
+    return Path(subject_dir) / "models" / f"{method}_history.csv"
 
 
 def method_seed(seed, method):
@@ -77,7 +92,7 @@ def simulate_methods(subject, methods, *, n_voxels, seed=0, snr="auto", min_pool
         if out_dir is not None:
             clean, noisy = data[method]
             # uncompressed: noisy floats barely compress (-12%) and zlib costs ~5 s per method
-            save_npz(Path(out_dir) / "synthetic" / f"{method}.npz", compress=False, clean=clean, noisy=noisy)
+            save_npz(synthetic_path(out_dir, method), compress=False, clean=clean, noisy=noisy)
     if out_dir is not None:
         save_json(report, Path(out_dir) / "synthetic" / "report.json")
     return data, report
@@ -85,7 +100,7 @@ def simulate_methods(subject, methods, *, n_voxels, seed=0, snr="auto", min_pool
 
 def load_synthetic(subject_dir, method):
     """(clean, noisy) arrays written by :func:`simulate_methods`."""
-    path = Path(subject_dir) / "synthetic" / f"{method}.npz"
+    path = synthetic_path(subject_dir, method)
     if not path.is_file():
         raise ValueError(f"{path}: no synthetic data for {method}; run notebook 02 (simulate) first")
     with np.load(path, allow_pickle=False) as z:
@@ -125,8 +140,8 @@ def train_methods(subject_dir, methods, *, profile, seed=0, progress=True):
             seed=seed,
             progress=progress,
         )
-        save_model(model, subject_dir / "models" / f"{method}.keras")
-        save_history(histories[method], subject_dir / "models" / f"{method}_history.csv")
+        save_model(model, model_path(subject_dir, method))
+        save_history(histories[method], history_path(subject_dir, method))
     return histories
 
 
@@ -134,7 +149,7 @@ def load_histories(subject_dir, methods):
     """method -> training history written by :func:`train_methods`."""
     from helpers.autoencoder import load_history
 
-    return {m: load_history(Path(subject_dir) / "models" / f"{m}_history.csv") for m in methods}
+    return {m: load_history(history_path(subject_dir, m)) for m in methods}
 
 
 def evaluate_subject(subject_dir, methods, *, force=False, batch_size=65536):
@@ -157,11 +172,11 @@ def evaluate_subject(subject_dir, methods, *, force=False, batch_size=65536):
     subject_dir = Path(subject_dir)
     out = subject_dir / "metrics"
     table_path = out / "metrics.csv"
-    models = {m: subject_dir / "models" / f"{m}.keras" for m in check_methods(methods)}
+    models = {m: model_path(subject_dir, m) for m in check_methods(methods)}
     for m, p in models.items():
         if not p.is_file():
             raise ValueError(f"{p}: no trained model for method {m}; run notebook 03 for this subject first")
-    newest = max(p.stat().st_mtime for p in models.values())
+    newest = max(p.stat().st_mtime for p in [*models.values(), subject_dir / "subject.npz"])
     if not force and table_path.is_file() and table_path.stat().st_mtime >= newest:
         table = pd.read_csv(table_path, dtype={"subject": str, "dataset": str})
         if set(methods) <= set(table["method"]) and set(table["subject"]) == {subject_dir.name}:

@@ -10,7 +10,6 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
-    "TISSUES",
     "CODES",
     "freesurfer_to_tissue",
     "fast_labels_to_tissue",
@@ -20,7 +19,6 @@ __all__ = [
     "nearest_neighbour_lookup",
 ]
 
-TISSUES = ("CSF", "GM", "WM")
 CODES = {"CSF": 1, "GM": 2, "WM": 3}
 
 # FreeSurfer aseg labels (FreeSurferColorLUT.txt). Cortical parcels of aparc+aseg

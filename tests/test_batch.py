@@ -125,7 +125,7 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys):
         f"  broken: {{dwi: bad_dwi.nii.gz, bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}}}\n"
     )
     out = tmp_path / "results"
-    # its notebooks are done (so they are skipped); its evaluation is not
+    # a finished copy: its notebooks ran with other parameters (config, out_dir), so they rerun
     shutil.copytree(sample_run["subject_dir"], out / "mixed" / "good", ignore=shutil.ignore_patterns("metrics"))
     rc = main([str(config), "--out", str(out)])
     err = capsys.readouterr().err
@@ -179,3 +179,33 @@ def test_summary_across_two_datasets_draws_a_panel_each(sample_run, tmp_path):
     axes = [k for k in fig["layout"] if k.startswith("xaxis")]
     assert len(axes) == 2  # one panel per dataset
     assert {a["text"] for a in fig["layout"]["annotations"]} >= {"sample", "other_site"}
+
+
+def test_a_step_reruns_when_its_parameters_change(sample_run, tmp_path):
+    from helpers.batch import _executed_parameters, run_notebook
+
+    sd = sample_run["subject_dir"]
+    params = _executed_parameters(sd / "01_load_data.ipynb")
+    before = (sd / "01_load_data.ipynb").stat().st_mtime
+    assert run_notebook("01_load_data", sd, params) == "skipped"
+    assert (sd / "01_load_data.ipynb").stat().st_mtime == before
+    elsewhere = tmp_path / "copy"
+    assert run_notebook("01_load_data", sd, {**params, "out_dir": str(elsewhere)}) == "ran"
+    assert (elsewhere / "subject.npz").is_file()
+
+
+def test_relative_paths_are_resolved_before_work_is_sent_out(tmp_path, monkeypatch):
+    import helpers.batch as batch
+
+    seen = {}
+
+    def fake_map(config_path, subjects, **kwargs):
+        seen.update(config=config_path, out=kwargs["out"])
+        return iter(())
+
+    monkeypatch.setattr(batch, "_map_subjects", fake_map)
+    monkeypatch.chdir(PROJECT_ROOT)
+    batch.run_dataset("configs/sample.yaml", profile="quick", out="relative_results_dir")
+    assert Path(seen["config"]).is_absolute() and Path(seen["config"]) == SAMPLE
+    assert Path(seen["out"]) == PROJECT_ROOT / "relative_results_dir"
+    assert not (PROJECT_ROOT / "relative_results_dir").exists()

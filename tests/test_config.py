@@ -190,7 +190,7 @@ def test_paths_subjects_must_be_a_mapping(tmp_path):
         load_subject(load_config(path), "s1")
 
 
-@pytest.mark.parametrize("bad", ["atuo", 0, -3, ".inf"])
+@pytest.mark.parametrize("bad", ["atuo", 0, -3, ".inf", "true"])
 def test_bad_snr_setting_is_named(tmp_path, bad):
     p = tmp_path / "c.yaml"
     p.write_text(f"dataset: d\nkind: sample\nsubjects: [a]\nsnr: {bad}\n")

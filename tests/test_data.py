@@ -15,7 +15,7 @@ import pytest
 
 from conftest import B0_FACTORS, save_nifti, write_gradients
 from helpers.config import load_config
-from helpers.data import Subject, load_bids, load_dwi, load_hcp, load_paths, load_sample, load_subject
+from helpers.data import Subject, estimate_snr, load_bids, load_dwi, load_hcp, load_paths, load_sample, load_subject
 from helpers.io import atomic_path
 
 
@@ -494,3 +494,15 @@ def test_subject_eroded_tissue_mask():
         s.tissue_mask("wm")
     with pytest.raises(ValueError, match="values has 3 rows; the subject has 125 voxels"):
         s.volume(np.zeros(3))
+
+
+@pytest.mark.parametrize("k", [3, 5, 18])
+def test_snr_from_b0_repeats_is_unbiased_with_few_repeats(k):
+    """b0 = S0 (1 + n/20): the SNR is 20 whatever S0; a per-voxel mean/std median would
+    read about 24 with three repeats."""
+    rng = np.random.default_rng(k)
+    s0 = rng.uniform(500, 1500, 20000)
+    b0 = s0[:, None] * (1 + rng.standard_normal((20000, k)) / 20)
+    snr, method = estimate_snr(None, b0)
+    assert snr == pytest.approx(20, rel=0.02)
+    assert f"{k} b0 repeats" in method

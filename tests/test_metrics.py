@@ -143,3 +143,14 @@ def test_evaluate_table_and_error_maps(tmp_path):
     assert vol[1, 1, 1] == pytest.approx(np.abs(real[3] * 0.9 - real[3]).mean(), rel=1e-6)
     assert np.isnan(vol[0, 0, 1])  # outside the brain
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_diverged_reconstruction_is_named(tmp_path):
+    bvals, bvecs = _table(10)
+    real = np.full((2, 10), 0.5, np.float32)
+    subj = Subject(attenuation=real, bvals=bvals, bvecs=bvecs, indices=np.array([[0, 0, 0], [1, 0, 0]]),
+                   shape=(2, 1, 1), affine=np.eye(4), tissue=np.array([3, 2], np.uint8), s0=np.ones(2, np.float32))
+    bad = real.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="Sampled: the reconstruction holds NaN"):
+        evaluate(subj, {"Syn": real, "Sampled": bad})
