@@ -126,11 +126,11 @@ def write_streamed_nifti(path, shape, affine, volumes, *, zooms):
     hdr.set_qform(affine, code=1)
     hdr.set_sform(affine, code=1)
     hdr.set_xyzt_units("mm", "sec")
-    hdr["vox_offset"] = 352
+    hdr.set_data_offset(352)  # 348-byte header + 4-byte extension flag
     with atomic_path(path) as tmp:
         with gzip.open(tmp, "wb", compresslevel=1) as f:
             hdr.write_to(f)
-            f.write(b"\x00" * 4)  # no extensions
+            f.write(b"\x00" * (352 - f.tell()))  # extension flag: none
             for vol in volumes:
                 f.write(np.asarray(vol, dtype="<f4").tobytes(order="F"))
 
