@@ -18,6 +18,13 @@ Modules, one concern each:
 - :mod:`helpers.batch`       the papermill batch runner (threads, or Dask via :mod:`helpers.cluster`)
 """
 
+import warnings
+
+# dipy imports tqdm.auto, which warns in every executed notebook that ipywidgets is
+# missing; our progress bars are plain-text tqdm on purpose, so the warning is noise
+# in the rendered reports.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 __version__ = "0.1.0"
 
 METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
