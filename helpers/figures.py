@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from helpers import METHODS
 from helpers.io import atomic_path
+from helpers.tissue import CODES
 from helpers.stats import METRICS_COLUMNS, _check_columns, _check_methods
 
 __all__ = [
@@ -48,7 +49,7 @@ REAL_COLOR = "#000000"
 TISSUE_COLORS = {"CSF": "#56B4E9", "GM": "#009E73", "WM": "#D55E00"}
 """One fixed colour per tissue class."""
 
-TISSUE_LABELS = {1: "CSF", 2: "GM", 3: "WM"}
+TISSUE_LABELS = {code: name for name, code in CODES.items()}
 """Integer codes of a tissue label volume (0: no tissue)."""
 
 METRIC_LABELS = {

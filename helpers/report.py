@@ -7,11 +7,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from helpers.figures import METRIC_LABELS
 from helpers.io import load_json
 
 __all__ = ["reading", "error_map_volumes"]
 
-_LABELS = {"signal_mae": "signal MAE", "fa_mae": "FA MAE", "angle_deg": "angular deviation (°)"}
 
 
 def reading(metrics, stats, subject_dirs=()):
@@ -26,7 +26,7 @@ def reading(metrics, stats, subject_dirs=()):
     for dataset, frame in overall.groupby("dataset", sort=False):
         n_sub = frame["subject"].nunique()
         lines.append(f"**{dataset}** ({n_sub} subject{'s' if n_sub != 1 else ''}):")
-        for metric, label in _LABELS.items():
+        for metric, label in METRIC_LABELS.items():
             means = frame[frame["metric"] == metric].groupby("method")["value"].mean().sort_values()
             if means.empty:
                 continue

@@ -24,10 +24,11 @@ from statsmodels.stats.multitest import multipletests
 
 from helpers import METHODS
 from helpers.config import check_methods
+from helpers.metrics import COLUMNS, METRICS
 
 __all__ = ["compare_methods", "stars", "METRIC_ORDER", "TESTS", "MIN_SUBJECTS", "STRONG_P"]
 
-METRIC_ORDER = ("signal_mae", "fa_mae", "angle_deg")
+METRIC_ORDER = METRICS  # defined once, in helpers.metrics
 """Metrics in the order the method paper reports them; others follow, sorted."""
 
 TESTS = ("paired_t", "wilcoxon")
@@ -42,7 +43,7 @@ STRONG_P = 1e-8
 _EQUAL_RTOL = 1e-12
 """Differences whose spread is below this fraction of their size count as all equal."""
 
-METRICS_COLUMNS = ("dataset", "subject", "method", "metric", "tissue", "value")
+METRICS_COLUMNS = tuple(COLUMNS)
 VOXELS_COLUMNS = ("dataset", "subject", "method", "metric", "voxel", "value")
 RESULT_COLUMNS = (
     "dataset", "metric", "tissue", "method_a", "method_b", "test", "level", "n",
