@@ -3,6 +3,7 @@ reconstructs a real scan.
 
 Modules, one concern each:
 
+- :mod:`helpers.contract`    names and defaults shared by every module (methods, metrics, columns)
 - :mod:`helpers.config`      project paths, dataset configs, profiles (quick, paper)
 - :mod:`helpers.io`          atomic writes (temporary name, then rename)
 - :mod:`helpers.data`        loading real scans into a :class:`~helpers.data.Subject`
@@ -27,5 +28,4 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
-METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
-"""The four generators, in the order the method paper reports them."""
+from helpers.contract import METHODS  # noqa: E402  (the four built-in generators)

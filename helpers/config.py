@@ -1,50 +1,83 @@
 """Where things are, and what a dataset config may say.
 
-Paths live here and nowhere else: the project root is found from this file, results go
-under ``results/<dataset>/`` unless a caller names another folder. A dataset is described
-by one YAML file in ``configs/``; profiles (``quick`` for tests, ``paper`` for the method's
-recipe) live in ``configs/profiles.yaml``.
+Paths live here and nowhere else. The project's ``configs/`` and ``notebooks/`` folders
+are found beside the package in a checkout (an editable install), and inside the
+installed package otherwise (a plain ``pip install .`` ships them as package data).
+Results go under ``./results/<dataset>/`` of the current directory unless a caller
+names another folder. A dataset is described by one YAML file; profiles (``quick`` for
+tests, ``paper`` for the method's recipe) live in ``configs/profiles.yaml``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from helpers import METHODS
+from helpers.contract import DEFAULTS, METHODS, check_methods, parse_noise, parse_shell, parse_snr
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "configs"
-RESULTS_DIR = PROJECT_ROOT / "results"
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+__all__ = [
+    "PROJECT_ROOT",
+    "CONFIG_DIR",
+    "NOTEBOOK_DIR",
+    "RESULTS_DIR",
+    "KINDS",
+    "DatasetConfig",
+    "load_config",
+    "load_profile",
+    "check_methods",
+]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = _PACKAGE_DIR.parent
+"""The checkout holding ``helpers/`` (in an installed copy: site-packages)."""
+
+
+def _shipped(name):
+    """``<checkout>/<name>`` when it exists, else the copy shipped inside the package."""
+    beside = PROJECT_ROOT / name
+    return beside if beside.is_dir() and (PROJECT_ROOT / "pyproject.toml").is_file() else _PACKAGE_DIR / name
+
+
+CONFIG_DIR = _shipped("configs")
+NOTEBOOK_DIR = _shipped("notebooks")
+RESULTS_DIR = Path("results")
+"""Default results folder: ``results/`` under the current directory."""
 
 KINDS = ("sample", "hcp", "bids", "paths")
 """Dataset kinds: dipy's embedded real scan, the HCP layout, BIDS, explicit file paths."""
 
-_PROFILE_KEYS = {"n_voxels", "n_val", "epochs", "batch_size", "learning_rate"}
+_PROFILE_KEYS = {"n_voxels", "n_val", "epochs", "batch_size", "learning_rate", "replicates"}
 
 _KEYS = {
     "dataset": str,  # name used for the results folder and in the tables
     "kind": str,  # one of KINDS
-    "root": str,  # folder holding the subjects (hcp, bids); relative to the config file
+    "root": str,  # folder holding the subjects (hcp, bids, paths); relative to the config file
     "subjects": (list, dict),  # ids (hcp, bids, sample) or id -> paths (paths)
-    "methods": list,  # a subset of helpers.METHODS
-    "shell": (int, float),  # b-value of the shell to use, s/mm^2
+    "methods": list,  # built-in names and/or "package.module:function"
+    "shell": (int, float, list, str),  # b-value, list of b-values, or "all"
     "shell_tolerance": (int, float),  # |b - shell| <= this counts as on the shell
     "b0_threshold": (int, float),  # b <= this counts as b0
+    "dti_max_b": (int, float),  # tensor-derived quantities use volumes with b <= this
     "snr": (str, int, float, type(None)),  # "auto", a number, or "none"
+    "noise": str,  # "global" or "per_voxel"
     "seed": int,
-    "min_pool": int,  # smallest eroded tissue pool before falling back to the uneroded one
+    "min_pool": int,  # smallest tissue pool before a sampling method is skipped
+    "wm_fa_min": (int, float),  # WM voxels above this FA feed the sampled WM pool
     "labels": str,  # paths kind: "fast" (1 CSF, 2 GM, 3 WM) or "freesurfer"
     "profile": str,  # default profile for this dataset
+    "source": str,  # where the data comes from, for the report (e.g. a package and licence)
 }
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A dataset config file, validated. See ``configs/*.yaml`` for commented examples."""
+    """A dataset config file, validated. See ``configs/*.yaml`` for commented examples.
+
+    ``shell`` is ``"all"`` or a tuple of b-values; every other default comes from
+    :data:`helpers.contract.DEFAULTS`.
+    """
 
     path: Path
     dataset: str
@@ -52,22 +85,47 @@ class DatasetConfig:
     subjects: list | dict
     root: Path | None = None
     methods: tuple = METHODS
-    shell: float = 1000.0
-    shell_tolerance: float = 100.0
-    b0_threshold: float = 50.0
-    snr: object = "auto"
-    seed: int = 0
-    min_pool: int = 20
+    shell: object = (DEFAULTS["shell"],)
+    shell_tolerance: float = DEFAULTS["shell_tolerance"]
+    b0_threshold: float = DEFAULTS["b0_threshold"]
+    dti_max_b: float = DEFAULTS["dti_max_b"]
+    snr: object = DEFAULTS["snr"]
+    noise: str = DEFAULTS["noise"]
+    seed: int = DEFAULTS["seed"]
+    min_pool: int = DEFAULTS["min_pool"]
+    wm_fa_min: float = DEFAULTS["wm_fa_min"]
     labels: str = "fast"
     profile: str = "paper"
+    source: str = ""
+    text: str = field(default="", repr=False)
 
     @property
     def subject_ids(self):
         return [str(s) for s in self.subjects]
 
     def results_dir(self, out=None):
-        """``results/<dataset>`` (or ``<out>/<dataset>`` when ``out`` is given)."""
+        """``<out>/<dataset>`` (``out`` defaults to ``./results``)."""
         return Path(out or RESULTS_DIR) / self.dataset
+
+    def load_settings(self):
+        """Keyword arguments of :func:`helpers.data.load_dwi` that come from this config."""
+        return dict(
+            shell=self.shell,
+            shell_tolerance=self.shell_tolerance,
+            b0_threshold=self.b0_threshold,
+            dti_max_b=self.dti_max_b,
+        )
+
+    def simulation_settings(self):
+        """The settings notebooks 02 and 03 take from this config (papermill parameters)."""
+        return dict(
+            methods=list(self.methods),
+            seed=self.seed,
+            snr=self.snr,
+            noise=self.noise,
+            min_pool=self.min_pool,
+            wm_fa_min=self.wm_fa_min,
+        )
 
 
 def load_config(path):
@@ -76,14 +134,15 @@ def load_config(path):
     Raises
     ------
     ValueError
-        Naming the file and the problem: unknown key, wrong type, unknown kind or method,
-        missing root for ``hcp``/``bids``.
+        Naming the file and the problem: unknown key, wrong type, unknown kind, method,
+        profile, shell, noise or SNR setting, missing root for ``hcp``/``bids``.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
@@ -92,55 +151,45 @@ def load_config(path):
     if unknown:
         raise ValueError(f"{path}: unknown config key(s) {unknown}; allowed: {sorted(_KEYS)}")
     for key, types in _KEYS.items():
-        if key in raw and not isinstance(raw[key], types):
+        if key in raw and (not isinstance(raw[key], types) or isinstance(raw[key], bool)):
             raise ValueError(f"{path}: {key!r} has the wrong type ({type(raw[key]).__name__})")
     for key in ("dataset", "kind", "subjects"):
         if key not in raw:
             raise ValueError(f"{path}: missing required key {key!r}")
     if raw["kind"] not in KINDS:
         raise ValueError(f"{path}: unknown dataset kind {raw['kind']!r}; allowed: {list(KINDS)}")
-    methods = tuple(raw.get("methods", METHODS))
-    check_methods(methods, where=str(path))
+    if raw["kind"] in ("hcp", "bids") and raw.get("root") is None:
+        raise ValueError(f"{path}: kind {raw['kind']!r} needs a 'root' folder")
+    if raw.get("labels", "fast") not in ("fast", "freesurfer"):
+        raise ValueError(f"{path}: labels must be 'fast' or 'freesurfer', got {raw['labels']!r}")
+    try:
+        methods = check_methods(raw.get("methods", METHODS), where="methods")
+        shell = parse_shell(raw.get("shell", DEFAULTS["shell"]))
+        parse_snr(raw.get("snr", DEFAULTS["snr"]))
+        parse_noise(raw.get("noise", DEFAULTS["noise"]))
+        if not 0 <= raw.get("wm_fa_min", 0) < 1:
+            raise ValueError(f"wm_fa_min must be in [0, 1), got {raw['wm_fa_min']!r}")
+        if raw.get("min_pool", 1) < 1:
+            raise ValueError(f"min_pool must be at least 1, got {raw['min_pool']!r}")
+        load_profile(raw.get("profile", "paper"))  # validates the name
+    except ValueError as e:  # name the dataset config, not only the setting
+        raise ValueError(f"{path}: {e}") from e
     root = raw.get("root")
-    if raw["kind"] in ("hcp", "bids"):
-        if root is None:
-            raise ValueError(f"{path}: kind {raw['kind']!r} needs a 'root' folder")
     if root is not None:
         root = Path(root).expanduser()
         if not root.is_absolute():
             root = (path.parent / root).resolve()
-    if raw.get("labels", "fast") not in ("fast", "freesurfer"):
-        raise ValueError(f"{path}: labels must be 'fast' or 'freesurfer', got {raw['labels']!r}")
-    snr = raw.get("snr", "auto")
-    if not (isinstance(snr, str) and snr.lower() == "auto"):
-        from helpers.simulation import resolve_snr  # the one rule for SNR settings
-
-        try:
-            resolve_snr(snr)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
-    profile = raw.get("profile", "paper")
-    try:
-        load_profile(profile)  # validates the name
-    except ValueError as e:  # name the dataset config too, not only profiles.yaml
-        raise ValueError(f"{path}: {e}") from e
-    kwargs = {k: v for k, v in raw.items() if k not in ("root", "methods")}
-    return DatasetConfig(path=path, root=root, methods=methods, **kwargs)
-
-
-def check_methods(methods, *, where="methods"):
-    """Raise ``ValueError`` listing the allowed names if any method is unknown."""
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"{where}: unknown method(s) {bad}; allowed: {list(METHODS)}")
-    return tuple(methods)
+    kwargs = {k: v for k, v in raw.items() if k not in ("root", "methods", "shell")}
+    return DatasetConfig(path=path, root=root, methods=methods, shell=shell, text=text, **kwargs)
 
 
 def load_profile(name, *, path=None):
     """The training/simulation sizes of a named profile (``quick`` or ``paper``).
 
-    Returns a dict with ``n_voxels`` (synthetic voxels per method, training plus
-    validation), ``n_val``, ``epochs``, ``batch_size`` and ``learning_rate``.
+    Returns a dict with ``n_voxels`` (synthetic voxels per model, training plus
+    validation), ``n_val``, ``epochs``, ``batch_size``, ``learning_rate`` and
+    ``replicates`` (models trained per method, each on its own synthetic set and seed),
+    plus ``name``.
     """
     path = Path(path or CONFIG_DIR / "profiles.yaml")
     profiles = yaml.safe_load(path.read_text())
@@ -150,4 +199,6 @@ def load_profile(name, *, path=None):
     missing = _PROFILE_KEYS - set(profile)
     if missing:
         raise ValueError(f"{path}: profile {name!r} lacks {sorted(missing)}")
-    return profile
+    if not isinstance(profile["replicates"], int) or profile["replicates"] < 1:
+        raise ValueError(f"{path}: profile {name!r}: replicates must be a positive int")
+    return {**profile, "name": name}

@@ -90,9 +90,36 @@ def dti_segmentation(fa, md, *, fa_wm=0.3, md_csf=1.6e-3):
     return out
 
 
+THIN = 2
+"""A grid axis with at most this many voxels is a slab: erosion stays in-plane."""
+
+
 def erode(mask, *, iterations=1):
-    """Binary erosion by one voxel (6-connected), outside the volume counting as empty."""
-    return ndimage.binary_erosion(np.asarray(mask, dtype=bool), iterations=iterations)
+    """Binary erosion by one voxel, outside the volume counting as empty.
+
+    6-connected in 3-D. Along an axis with at most :data:`THIN` voxels (a scan of one or
+    two slices) the structuring element has no neighbours, so the erosion is in-plane:
+    eroding across two slices would leave nothing.
+
+    Examples
+    --------
+    >>> m = np.ones((5, 5, 2), bool)
+    >>> int(erode(m).sum())  # the 3x3 centre of each slice
+    18
+    """
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    for axis, size in enumerate(mask.shape):
+        if size <= THIN:
+            index = [slice(None)] * mask.ndim
+            index[axis] = [0, 2]
+            structure[tuple(index)] = False
+    return ndimage.binary_erosion(mask, structure=structure, iterations=iterations)
+
+
+def is_thin(shape):
+    """True when the grid has an axis of at most :data:`THIN` voxels (eroded in-plane)."""
+    return any(int(s) <= THIN for s in shape[:3])
 
 
 def nearest_neighbour_lookup(volume, volume_affine, indices, target_affine):

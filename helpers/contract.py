@@ -1,0 +1,228 @@
+"""Names and defaults shared by the numerical kernels and the runner, defined once.
+
+This module imports nothing from the package (and nothing beyond the standard library),
+so that every other module may import it: the numerical kernels (simulation, dti,
+metrics) take their defaults and method names from here instead of from the YAML
+config module, and the config module validates settings with the same rules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import re
+import zlib
+from numbers import Real
+
+__all__ = [
+    "METHODS",
+    "METRICS",
+    "METRIC_LABELS",
+    "TISSUES",
+    "COLUMNS",
+    "DIAGNOSTICS",
+    "NOISE_MODES",
+    "DEFAULTS",
+    "check_methods",
+    "method_name",
+    "is_plugin",
+    "load_plugin",
+    "parse_snr",
+    "parse_shell",
+    "parse_noise",
+    "replicate_seeds",
+]
+
+METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
+"""The four built-in generators, in the order the method paper reports them."""
+
+SUBJECT_METHODS = ("Sampled", "SampleAndMean")
+"""Built-in methods that sample the subject's tissue (they need WM voxels with high FA)."""
+
+METRICS = ("signal_mae", "fa_mae", "angle_deg")
+"""Per-voxel reconstruction errors, in the order the method paper reports them."""
+
+METRIC_LABELS = {
+    "signal_mae": "signal MAE (attenuation)",
+    "fa_mae": "FA MAE",
+    "angle_deg": "angular deviation (degrees)",
+}
+"""Axis labels of the metrics."""
+
+TISSUES = ("WM", "GM", "CSF")
+"""Tissue classes, as rows of the tables (besides "all")."""
+
+COLUMNS = ("dataset", "subject", "method", "replicate", "metric", "tissue", "value")
+"""Columns of every tidy table (metrics, diagnostics, realism): one value per row."""
+
+DIAGNOSTICS = ("val_loss", "dead_units", "bottleneck_units", "collapsed")
+"""Per-model diagnostics written beside the metrics (``metric`` column of diagnostics.csv)."""
+
+NOISE_MODES = ("global", "per_voxel")
+"""``noise: global`` (one sigma = 1/SNR, the paper's) or ``per_voxel`` (sigma/S0 drawn
+from the subject's brain voxels)."""
+
+DEFAULTS = {
+    "shell": 1000.0,  # b-value(s) of the diffusion-weighted volumes used, s/mm²; or "all"
+    "shell_tolerance": 100.0,  # |b - shell| <= this counts as on the shell, s/mm²
+    "b0_threshold": 50.0,  # b <= this counts as b0, s/mm²
+    "dti_max_b": 1500.0,  # tensor-derived quantities use selected volumes with b <= this
+    "snr": "auto",  # estimated from the subject; or a number, or "none"
+    "noise": "global",  # see NOISE_MODES
+    "seed": 0,
+    "min_pool": 20,  # smallest tissue pool (voxels) a sampling method may draw from
+    "wm_fa_min": 0.7,  # WM voxels above this FA feed the sampled WM pool
+    "collapse_ratio": 2.0,  # a model whose val loss exceeds this x its method's median collapsed
+}
+"""Every tunable default of the method, in one place."""
+
+_PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_plugin(method):
+    """True for a user's generator named ``package.module:function``."""
+    return isinstance(method, str) and bool(_PLUGIN.match(method))
+
+
+def method_name(method):
+    """The name a method has in tables and figures: the function name of a plugin.
+
+    Examples
+    --------
+    >>> method_name("Syn"), method_name("mylab.gens:ball_stick")
+    ('Syn', 'ball_stick')
+    """
+    return method.split(":", 1)[1] if is_plugin(method) else method
+
+
+def check_methods(methods, *, where="methods"):
+    """Validate a list of method specs: built-in names or ``package.module:function``.
+
+    Returns the tuple of specs. Raises ``ValueError`` naming ``where``, the bad entries
+    and the allowed names; two specs with the same table name are an error too.
+    """
+    if isinstance(methods, str) or not hasattr(methods, "__iter__"):
+        raise ValueError(f"{where}: methods must be a list, got {methods!r}")
+    methods = tuple(methods)
+    bad = [m for m in methods if not (m in METHODS or is_plugin(m))]
+    if bad:
+        raise ValueError(
+            f"{where}: unknown method(s) {bad}; allowed: {list(METHODS)} "
+            "or a generator of your own as 'package.module:function'"
+        )
+    names = [method_name(m) for m in methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{where}: method name(s) {dup} appear more than once")
+    if not methods:
+        raise ValueError(f"{where}: no method given")
+    return methods
+
+
+def load_plugin(spec):
+    """Import a user's generator ``package.module:function``.
+
+    Returns
+    -------
+    function : callable
+        Called as ``function(bvals, bvecs, n, rng)`` (plus ``subject=`` when it accepts
+        that keyword); returns (n, m) clean attenuation with S0 = 1.
+    wants_subject : bool
+        Whether it accepts ``subject=``.
+    """
+    if not is_plugin(spec):
+        raise ValueError(f"{spec!r} is not a generator name of the form 'package.module:function'")
+    module_name, func_name = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or an error inside the user's module
+        raise ValueError(f"generator {spec!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})") from e
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ValueError(f"generator {spec!r}: module {module_name!r} has no function {func_name!r}")
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        params = {}
+    wants_subject = "subject" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return func, wants_subject
+
+
+def parse_snr(snr):
+    """The ``snr`` setting: ``"auto"`` (kept as the string), a positive number, or None
+    (``"none"``/None: no noise). Raises ``ValueError`` otherwise."""
+    if snr is None or (isinstance(snr, str) and snr.lower() == "none"):
+        return None
+    if isinstance(snr, str) and snr.lower() == "auto":
+        return "auto"
+    if isinstance(snr, bool) or not isinstance(snr, Real):
+        raise ValueError(f"snr must be 'auto', 'none' or a positive number, got {snr!r}")
+    if not math.isfinite(snr) or snr <= 0:
+        raise ValueError(f"snr must be a positive finite number, got {snr!r}")
+    return float(snr)
+
+
+def parse_shell(shell):
+    """The ``shell`` setting: a b-value, a list of b-values, or ``"all"``.
+
+    Returns ``"all"`` or a tuple of floats (a single number gives a 1-tuple).
+
+    Examples
+    --------
+    >>> parse_shell(1000), parse_shell([1000, 2000]), parse_shell("all")
+    ((1000.0,), (1000.0, 2000.0), 'all')
+    """
+    if isinstance(shell, str):
+        if shell.lower() == "all":
+            return "all"
+        raise ValueError(f"shell must be a b-value, a list of b-values or 'all', got {shell!r}")
+    values = shell if isinstance(shell, (list, tuple)) else [shell]
+    if not values:
+        raise ValueError("shell is an empty list; give at least one b-value or 'all'")
+    out = []
+    for b in values:
+        if isinstance(b, bool) or not isinstance(b, Real) or not math.isfinite(b) or b <= 0:
+            raise ValueError(f"shell must hold positive b-values (s/mm²), got {b!r}")
+        out.append(float(b))
+    return tuple(out)
+
+
+def parse_noise(noise):
+    """The ``noise`` setting: one of :data:`NOISE_MODES`."""
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {list(NOISE_MODES)}, got {noise!r}")
+    return noise
+
+
+def replicate_seeds(seed, method, replicate):
+    """The simulation and training seeds of one replicate model, from (seed, method, replicate).
+
+    The method enters through a checksum of its table name, so adding or reordering
+    methods in a config does not change any other method's numbers.
+
+    Returns
+    -------
+    simulation_seed : list of int
+        For ``numpy.random.default_rng``: ``[seed, crc32(name), replicate, 0]``.
+    training_seed : int
+        For the network's initial weights and the shuffling: a non-negative 31-bit int.
+
+    Examples
+    --------
+    >>> replicate_seeds(0, "Syn", 1)[0]
+    [0, 3310143259, 1, 0]
+    """
+    for value, what in ((seed, "seed"), (replicate, "replicate")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+    key = zlib.crc32(method_name(method).encode())
+    training = int(_seed_int([seed, key, replicate, 1]))
+    return [int(seed), int(key), int(replicate), 0], training
+
+
+def _seed_int(entropy):
+    # numpy is imported lazily: this module stays importable without it
+    import numpy as np
+
+    return np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF
