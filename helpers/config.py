@@ -24,6 +24,7 @@ __all__ = [
     "RESULTS_DIR",
     "KINDS",
     "DatasetConfig",
+    "find_config",
     "load_config",
     "load_profile",
     "check_methods",
@@ -126,6 +127,16 @@ class DatasetConfig:
             min_pool=self.min_pool,
             wm_fa_min=self.wm_fa_min,
         )
+
+
+def find_config(name):
+    """A config path as given, or the file of that name among the project's configs
+    (``find_config("sample.yaml")`` works from any working directory)."""
+    path = Path(name).expanduser()
+    if path.is_file() or path.is_absolute():
+        return path
+    shipped = CONFIG_DIR / path.name
+    return shipped if shipped.is_file() else path
 
 
 def load_config(path):

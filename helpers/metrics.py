@@ -1,16 +1,19 @@
-"""How badly does an autoencoder reconstruct a real scan? (design.md, "Metrics")
+"""How badly does an autoencoder reconstruct a real scan?
 
-For every brain voxel of a subject and every method's autoencoder:
+For every brain voxel of a subject and every trained model (method and replicate):
 
-- **signal MAE**: mean |AE(E) − E| over directions, averaged over voxels (also per tissue);
-- **FA MAE**: |FA(AE(E)) − FA(E)| from WLS tensor fits of [S0=1, E] and [S0=1, AE(E)];
+- **signal MAE**: mean |AE(E) − E| over the selected volumes, averaged over voxels (also
+  per tissue);
+- **FA MAE**: |FA(AE(E)) − FA(E)| from WLS tensor fits of [S0=1, E] and [S0=1, AE(E)],
+  each on the selected volumes with b <= ``dti_max_b`` (the tensor model does not hold
+  at high b);
 - **angular deviation**: for voxels whose real FA is in [0.5, 0.9], the angle in degrees
   between the principal eigenvectors, sign-invariant: arccos |v·w|.
 
-Per-voxel errors are kept (NIfTI maps, and ``voxels.npz`` through
-:func:`helpers.pipeline.evaluate_subject`) for voxel-level statistics and error-map
-figures; per-subject means form the tidy table ``dataset, subject, method, metric,
-tissue, value``.
+Per-subject means form the tidy table ``dataset, subject, method, replicate, metric,
+tissue, value`` (:data:`helpers.contract.COLUMNS`); per-voxel errors, averaged over a
+method's replicates, become NIfTI maps. This module is numerical: it imports the tensor
+fit and the shared names, nothing from the configuration or the runner.
 """
 
 from __future__ import annotations
@@ -20,23 +23,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers.contract import COLUMNS, METRICS, TISSUES
 from helpers.dti import fit_attenuation
 from helpers.tissue import CODES
 
 __all__ = [
     "METRICS",
+    "COLUMNS",
     "FA_RANGE",
     "angle_deg",
     "voxel_errors",
     "summarise",
     "evaluate",
+    "mean_errors",
     "write_error_maps",
 ]
 
-METRICS = ("signal_mae", "fa_mae", "angle_deg")
 FA_RANGE = (0.5, 0.9)
 """Real-FA range of the voxels whose main direction is compared (the method's Fig. 2)."""
-COLUMNS = ["dataset", "subject", "method", "metric", "tissue", "value"]
 
 
 def angle_deg(v, w):
@@ -60,30 +64,35 @@ def angle_deg(v, w):
     return np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
 
 
-def voxel_errors(bvals, bvecs, real, recon, *, real_fit=None):
+def voxel_errors(bvals, bvecs, real, recon, *, real_fit=None, dti_columns=None):
     """Per-voxel errors of one reconstruction.
 
     Parameters
     ----------
     bvals : (m,) ndarray
+        b-values (s/mm²) of the m selected volumes.
     bvecs : (m, 3) ndarray
     real, recon : (n, m) ndarray
         Real attenuation and its reconstruction.
     real_fit : TensorFit, optional
-        The fit of ``real`` when already computed (it is shared by all methods).
+        The fit of ``real[:, dti_columns]`` when already computed (shared by all models).
+    dti_columns : (m,) bool ndarray, optional
+        The volumes the tensor fits use (b <= dti_max_b); all by default.
 
     Returns
     -------
     dict of (n,) float ndarrays
-        ``signal_mae`` (mean absolute error over directions), ``fa_mae`` (absolute FA
+        ``signal_mae`` (mean absolute error over all m volumes), ``fa_mae`` (absolute FA
         difference) and ``angle_deg`` (NaN where the real FA is outside :data:`FA_RANGE`).
     """
     real = np.asarray(real)
     recon = np.asarray(recon)
     if real.shape != recon.shape:
         raise ValueError(f"reconstruction has shape {recon.shape}; the real data {real.shape}")
-    real_fit = real_fit or fit_attenuation(bvals, bvecs, real)
-    rec_fit = fit_attenuation(bvals, bvecs, recon)
+    cols = np.ones(real.shape[1], dtype=bool) if dti_columns is None else np.asarray(dti_columns, dtype=bool)
+    bvals, bvecs = np.asarray(bvals)[cols], np.asarray(bvecs)[cols]
+    real_fit = real_fit or fit_attenuation(bvals, bvecs, real[:, cols])
+    rec_fit = fit_attenuation(bvals, bvecs, recon[:, cols])
     real_fa = real_fit.fa
     in_range = (real_fa >= FA_RANGE[0]) & (real_fa <= FA_RANGE[1])
     angle = np.full(len(real), np.nan)
@@ -104,56 +113,84 @@ def _row_mae(a, b, chunk=65536):
     return out
 
 
-def summarise(errors, tissue, *, dataset, subject, method):
+def summarise(errors, tissue, *, dataset, subject, method, replicate=0):
     """Tidy rows (means over voxels, NaN ignored) for all voxels and per tissue.
 
-    A tissue with no voxel (or, for the angle, no voxel in the FA range) gets no row.
+    A tissue with no voxel (or, for the angle, no voxel in the FA range) gets no row: it
+    is shown as empty, never as a number.
     """
     rows = []
     groups = {"all": np.ones(len(tissue), dtype=bool)}
-    groups.update({name: tissue == code for name, code in CODES.items()})
+    groups.update({name: tissue == CODES[name] for name in TISSUES})
     for metric in METRICS:
         values = errors[metric]
         for name, mask in groups.items():
             v = values[mask]
             v = v[np.isfinite(v)]
             if v.size:
-                rows.append((dataset, subject, method, metric, name, float(v.mean())))
+                rows.append((dataset, subject, method, int(replicate), metric, name, float(v.mean())))
     return rows
 
 
 def evaluate(subject, reconstructions):
-    """Metrics of several methods' reconstructions of one subject.
+    """Metrics of several models' reconstructions of one subject.
 
     Parameters
     ----------
     subject : helpers.data.Subject
     reconstructions : dict
-        method -> (n, m) reconstruction of ``subject.attenuation``, or a callable that
-        returns it (then only one reconstruction is held in memory at a time).
+        ``(method, replicate)`` (or a bare method name, replicate 0) -> (n, m)
+        reconstruction of ``subject.attenuation``, or a callable that returns it (then only
+        one reconstruction is held in memory at a time).
 
     Returns
     -------
     table : pandas.DataFrame
-        Tidy: dataset, subject, method, metric, tissue, value.
+        Tidy: dataset, subject, method, replicate, metric, tissue, value.
     errors : dict
-        method -> :func:`voxel_errors` dict.
+        ``(method, replicate)`` -> :func:`voxel_errors` dict.
     """
     real_fit = subject.tensor()
+    cols = getattr(subject, "dti_columns", None)
     errors, rows = {}, []
     ds, sid = subject.info.get("dataset", ""), subject.info.get("subject", "")
-    for method, recon in reconstructions.items():
+    for key, recon in reconstructions.items():
+        method, replicate = key if isinstance(key, tuple) else (key, 0)
         recon = recon() if callable(recon) else recon
         if not np.isfinite(recon).all():
-            raise ValueError(f"{method}: the reconstruction holds NaN or inf values (did its training diverge?)")
-        errors[method] = voxel_errors(subject.bvals, subject.bvecs, subject.attenuation, recon, real_fit=real_fit)
-        rows += summarise(errors[method], subject.tissue, dataset=ds, subject=sid, method=method)
-    return pd.DataFrame(rows, columns=COLUMNS), errors
+            raise ValueError(
+                f"{method} replicate {replicate}: the reconstruction holds NaN or inf values (did its training diverge?)"
+            )
+        errors[(method, replicate)] = voxel_errors(
+            subject.bvals, subject.bvecs, subject.attenuation, recon, real_fit=real_fit, dti_columns=cols
+        )
+        rows += summarise(errors[(method, replicate)], subject.tissue, dataset=ds, subject=sid, method=method, replicate=replicate)
+    return pd.DataFrame(rows, columns=list(COLUMNS)), errors
+
+
+def mean_errors(errors):
+    """method -> per-voxel errors averaged over that method's replicates (NaN kept where
+    every replicate is NaN, e.g. the angle outside the FA range)."""
+    by_method = {}
+    for (method, _), errs in errors.items():
+        by_method.setdefault(method, []).append(errs)
+    out = {}
+    for method, runs in by_method.items():
+        out[method] = {}
+        for metric in runs[0]:
+            stack = np.stack([r[metric] for r in runs])
+            valid = np.isfinite(stack)
+            total = np.where(valid, stack, 0.0).sum(axis=0)
+            count = valid.sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[method][metric] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return out
 
 
 def write_error_maps(subject, errors, folder):
     """One NIfTI map per method and metric on the subject's grid (NaN outside the brain).
 
+    ``errors`` maps a method name to its per-voxel errors (see :func:`mean_errors`).
     Returns the list of paths written.
     """
     folder = Path(folder)
@@ -161,6 +198,6 @@ def write_error_maps(subject, errors, folder):
     for method, errs in errors.items():
         for metric, values in errs.items():
             path = folder / f"{method}_{metric}.nii.gz"
-            subject.save_nifti(values.astype(np.float32), path)
+            subject.save_nifti(np.asarray(values, dtype=np.float32), path)
             paths.append(path)
     return paths

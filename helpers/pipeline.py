@@ -2,226 +2,212 @@
 
 A subject folder (``results/<dataset>/<subject>/``) holds, step by step::
 
-    subject.npz, subject.json, mask/tissue/s0.nii.gz    01 load data
-    synthetic/<method>.npz, synthetic/report.json        02 simulate
-    models/<method>.keras, models/<method>_history.csv   03 train
-    metrics/metrics.csv, voxels.npz, maps/*.nii.gz       evaluation (batch runner or 04)
+    subject.npz, subject.json, mask/tissue/s0.nii.gz        01 load data
+    synthetic/report.json, realism.csv                       02 simulate (preview, second judge)
+    models/<name>/r<k>.keras, r<k>_history.csv,              03 train (replicates)
+    models/diagnostics.csv, training.json
+    metrics/metrics.csv, noise.json, maps/*.nii.gz           evaluation (batch runner or 04)
 
-The notebooks call these functions and show what they return; the batch runner calls
-:func:`evaluate_subject` itself so that the evaluation runs where the subject runs.
+Synthetic training sets are never stored: each replicate's set is regenerated from its
+seed where it is trained (:mod:`helpers.training`). The notebooks call these functions
+and show what they return; the batch runner calls :func:`evaluate_subject` itself so that
+the evaluation runs where the subject runs.
 """
 
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm  # text bars: they render in papermill output and in terminals alike
 
-from helpers.config import check_methods
-from helpers.io import save_csv, save_json, save_npz
+from helpers.contract import COLUMNS, DEFAULTS, METRICS, check_methods, method_name, replicate_seeds
+from helpers.io import load_json, save_csv, save_json
 
 __all__ = [
-    "synthetic_path",
-    "model_path",
-    "history_path",
-    "simulate_methods",
-    "load_synthetic",
-    "train_methods",
-    "load_histories",
+    "supported_methods",
+    "simulate_preview",
+    "judge_realism",
     "evaluate_subject",
-    "load_voxel_table",
     "find_subjects",
     "collect_results",
+    "summarise_results",
+    "interactive_dir",
 ]
 
 
-def synthetic_path(subject_dir, method):
-    return Path(subject_dir) / "synthetic" / f"{method}.npz"
+def interactive_dir(*parts):
+    """Where a notebook run by hand writes by default: ``results/interactive/...`` under
+    the project (never over the batch runner's results)."""
+    from helpers.config import PROJECT_ROOT
+
+    return str(PROJECT_ROOT / "results" / "interactive" / Path(*parts))
 
 
-def model_path(subject_dir, method):
-    return Path(subject_dir) / "models" / f"{method}.keras"
+def supported_methods(subject, methods, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["wm_fa_min"]):
+    """Split ``methods`` into those this subject supports and those it cannot.
+
+    Returns
+    -------
+    supported : list of str
+        Method specs, in the order given.
+    skipped : dict
+        Table name -> reason (e.g. no WM voxel with FA above ``wm_fa_min``).
+    """
+    from helpers.simulation import method_support
+
+    supported, skipped = [], {}
+    for spec in check_methods(methods):
+        reason = method_support(subject, spec, min_pool=min_pool, wm_fa_min=wm_fa_min)
+        if reason:
+            skipped[method_name(spec)] = reason
+        else:
+            supported.append(spec)
+    return supported, skipped
 
 
-def history_path(subject_dir, method):
-    return Path(subject_dir) / "models" / f"{method}_history.csv"
+def simulate_preview(
+    subject,
+    methods,
+    *,
+    n_voxels,
+    seed=0,
+    snr="auto",
+    noise="global",
+    min_pool=DEFAULTS["min_pool"],
+    wm_fa_min=DEFAULTS["wm_fa_min"],
+    out_dir=None,
+):
+    """A preview of every supported method's synthetic voxels (replicate 0's seed).
 
-
-def method_seed(seed, method):
-    """A per-method seed derived from the run's seed, so methods draw independent voxels
-    and the same seed gives the same numbers."""
-    from helpers import METHODS
-
-    return [int(seed), METHODS.index(method)]
-
-
-def simulate_methods(subject, methods, *, n_voxels, seed=0, snr="auto", min_pool=20, out_dir=None, progress=True):
-    """Simulate every method's synthetic set and write ``synthetic/<method>.npz``.
+    Only ``n_voxels`` per method are drawn, for the figures of notebook 02; training
+    regenerates the full sets itself. Writes ``synthetic/report.json`` when ``out_dir``
+    is given.
 
     Returns
     -------
     data : dict
-        method -> (clean, noisy) float32 arrays of shape (n_voxels, m).
+        Table name -> (clean, noisy) float32 arrays of shape (n_voxels, m).
     report : dict
-        SNR used, pools (voxels, eroded or fallback, mean MD), seconds per method.
+        SNR used, noise mode, pools (voxels, eroded or fallback, mean MD), supported and
+        skipped methods with reasons, seconds per method.
     """
     from helpers.simulation import resolve_snr, simulate, tissue_pools
 
-    methods = check_methods(methods)
-    needs_pools = any(m in ("Sampled", "SampleAndMean") for m in methods)
-    pools = tissue_pools(subject, min_pool=min_pool) if needs_pools else None
+    supported, skipped = supported_methods(subject, methods, min_pool=min_pool, wm_fa_min=wm_fa_min)
     snr_value = resolve_snr(snr, subject)
+    pools = None
+    if any(m in ("Sampled", "SampleAndMean") for m in supported):
+        pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
     report = {
-        "n_voxels": int(n_voxels),
+        "n_preview": int(n_voxels),
         "seed": int(seed),
         "snr_setting": snr,
         "snr": None if snr_value is None else round(snr_value, 3),
-        "snr_method": subject.snr_method if str(snr).lower() == "auto" else "given",
-        "pools": pools.report if pools else {},
+        "snr_method": subject.snr_method if str(snr).lower() == "auto" else "given in the config",
+        "noise": noise,
+        "pools": pools.report if pools is not None else {},
+        "methods": [method_name(m) for m in supported],
+        "skipped": skipped,
         "seconds": {},
     }
     data = {}
-    for method in tqdm(methods, desc="simulate", disable=not progress):
+    for spec in supported:
         t = time.perf_counter()
-        data[method] = simulate(subject, method, n_voxels, method_seed(seed, method), snr=snr, pools=pools)
-        report["seconds"][method] = round(time.perf_counter() - t, 3)
-        if out_dir is not None:
-            clean, noisy = data[method]
-            # uncompressed: noisy floats barely compress (-12%) and zlib costs ~5 s per method
-            save_npz(synthetic_path(out_dir, method), compress=False, clean=clean, noisy=noisy)
+        sim_seed, _ = replicate_seeds(seed, spec, 0)
+        data[method_name(spec)] = simulate(
+            subject, spec, n_voxels, sim_seed, snr=snr, noise=noise, pools=pools, min_pool=min_pool, wm_fa_min=wm_fa_min
+        )
+        report["seconds"][method_name(spec)] = round(time.perf_counter() - t, 3)
     if out_dir is not None:
         save_json(report, Path(out_dir) / "synthetic" / "report.json")
     return data, report
 
 
-def load_synthetic(subject_dir, method):
-    """(clean, noisy) arrays written by :func:`simulate_methods`."""
-    path = synthetic_path(subject_dir, method)
-    if not path.is_file():
-        raise ValueError(f"{path}: no synthetic data for {method}; run notebook 02 (simulate) first")
-    with np.load(path, allow_pickle=False) as z:
-        return z["clean"], z["noisy"]
+def judge_realism(subject, methods, *, out_dir=None, **settings):
+    """The second judge (:func:`helpers.realism.realism_table`) for the supported methods;
+    writes ``realism.csv`` in the subject folder when ``out_dir`` is given."""
+    from helpers.realism import realism_table
+
+    supported, _ = supported_methods(
+        subject, methods, min_pool=settings.get("min_pool", DEFAULTS["min_pool"]),
+        wm_fa_min=settings.get("wm_fa_min", DEFAULTS["wm_fa_min"]),
+    )
+    table = realism_table(subject, supported, **settings)
+    if out_dir is not None:
+        save_csv(table, Path(out_dir) / "realism.csv")
+    return table
 
 
-def train_methods(subject_dir, methods, *, profile, seed=0, progress=True):
-    """Train one autoencoder per method on its synthetic set; save model and history.
+def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
+    """Reconstruct a subject's real voxels with every trained model and write the metrics.
 
-    Parameters
-    ----------
-    profile : dict
-        From :func:`helpers.config.load_profile`: epochs, batch_size, learning_rate, n_val.
-
-    Returns
-    -------
-    dict
-        method -> history DataFrame (epoch, loss, val_loss).
-    """
-    from helpers.autoencoder import build_autoencoder, save_history, save_model, train_autoencoder
-
-    subject_dir = Path(subject_dir)
-    histories = {}
-    for method in tqdm(check_methods(methods), desc="train", disable=not progress):
-        clean, noisy = load_synthetic(subject_dir, method)
-        model = build_autoencoder(clean.shape[1], seed=seed)
-        # the profile's validation share (paper: 50,000 of 300,000), whatever n_voxels was used
-        n_val = round(len(clean) * profile["n_val"] / profile["n_voxels"])
-        histories[method] = train_autoencoder(
-            model,
-            noisy,
-            clean,
-            epochs=int(profile["epochs"]),
-            batch_size=int(profile["batch_size"]),
-            learning_rate=float(profile["learning_rate"]),
-            n_val=n_val,
-            seed=seed,
-            progress=progress,
-        )
-        save_model(model, model_path(subject_dir, method))
-        save_history(histories[method], history_path(subject_dir, method))
-    return histories
-
-
-def load_histories(subject_dir, methods):
-    """method -> training history written by :func:`train_methods`."""
-    from helpers.autoencoder import load_history
-
-    return {m: load_history(history_path(subject_dir, m)) for m in methods}
-
-
-def evaluate_subject(subject_dir, methods, *, force=False, batch_size=65536):
-    """Reconstruct a subject's real voxels with each method's model and write the metrics.
-
-    Reads ``subject.npz``/``subject.json`` and ``models/<method>.keras``; writes
-    ``metrics/metrics.csv`` (tidy), ``metrics/voxels.npz`` (per-voxel errors, keys
-    ``<method>__<metric>``) and ``metrics/maps/<method>_<metric>.nii.gz``. Skips the work
-    when ``metrics.csv`` is newer than every model and covers the methods, unless
-    ``force``.
+    Reads ``subject.npz``/``subject.json`` and the models listed in
+    ``models/training.json``; writes ``metrics/metrics.csv`` (tidy, one row per method,
+    replicate, metric and tissue), ``metrics/noise.json`` (SNR, sigma, the noise floor of
+    the signal MAE) and ``metrics/maps/<method>_<metric>.nii.gz`` (mean over replicates).
+    Skips the work when ``metrics.csv`` is newer than the models, unless ``force``.
 
     Returns
     -------
     pandas.DataFrame
-        The tidy table: dataset, subject, method, metric, tissue, value.
+        The tidy metrics table.
     """
     from helpers.data import Subject
-    from helpers.metrics import evaluate, write_error_maps
+    from helpers.metrics import evaluate, mean_errors, write_error_maps
+    from helpers.training import model_path
 
     subject_dir = Path(subject_dir)
     out = subject_dir / "metrics"
     table_path = out / "metrics.csv"
-    models = {m: model_path(subject_dir, m) for m in check_methods(methods)}
-    for m, p in models.items():
+    trained = subject_dir / "models" / "training.json"
+    if not trained.is_file():
+        raise ValueError(f"{trained}: no trained models; run notebook 03 for this subject first")
+    training = load_json(trained)
+    names = [method_name(m) for m in training["methods"]]
+    models = {(n, r): model_path(subject_dir, n, r) for n in names for r in range(int(training["replicates"]))}
+    for (n, r), p in models.items():
         if not p.is_file():
-            raise ValueError(f"{p}: no trained model for method {m}; run notebook 03 for this subject first")
-    newest = max(p.stat().st_mtime for p in [*models.values(), subject_dir / "subject.npz"])
+            raise ValueError(f"{p}: model {n} replicate {r} is missing; rerun notebook 03 for this subject")
+    newest = max([p.stat().st_mtime for p in models.values()] + [trained.stat().st_mtime, (subject_dir / "subject.npz").stat().st_mtime])
     if not force and table_path.is_file() and table_path.stat().st_mtime >= newest:
-        table = pd.read_csv(table_path, dtype={"subject": str, "dataset": str})
-        if set(methods) <= set(table["method"]) and set(table["subject"]) == {subject_dir.name}:
-            return table[table["method"].isin(methods)].reset_index(drop=True)
+        return read_table(table_path)
     subject = Subject.load(subject_dir)
     # the table names the subject by where its results live: results/<dataset>/<subject>/
     subject.info.update(dataset=subject_dir.parent.name, subject=subject_dir.name)
-    # callables: one method's reconstruction in memory at a time (an HCP subject's is 0.4 GB)
-    recon = {m: partial(_reconstruct_file, p, subject.attenuation, batch_size) for m, p in models.items()}
+    recon = {key: _Reconstruction(p, subject.attenuation, batch_size) for key, p in models.items()}
     table, errors = evaluate(subject, recon)
-    write_error_maps(subject, errors, out / "maps")
-    save_npz(out / "voxels.npz", **{f"{m}__{k}": v.astype(np.float32) for m, e in errors.items() for k, v in e.items()})
+    write_error_maps(subject, mean_errors(errors), out / "maps")
+    save_json(
+        {
+            "snr": subject.snr,
+            "sigma": getattr(subject, "sigma", None),
+            "snr_method": subject.snr_method,
+            "noise_floor": getattr(subject, "noise_floor", None),
+            "noise_floor_method": "sqrt(2/pi) x mean over brain voxels of sigma/S0 (Gaussian approximation)",
+        },
+        out / "noise.json",
+    )
     save_csv(table, table_path)  # last: its presence marks the evaluation as complete
     return table
 
 
-def _reconstruct_file(model_path, attenuation, batch_size):
-    from helpers.autoencoder import load_model, reconstruct
+class _Reconstruction:
+    """A model's reconstruction, computed when called (one in memory at a time)."""
 
-    return reconstruct(load_model(model_path), attenuation, batch_size=batch_size)
+    def __init__(self, path, attenuation, batch_size):
+        self.path, self.attenuation, self.batch_size = path, attenuation, batch_size
+
+    def __call__(self):
+        from helpers.autoencoder import load_model, reconstruct
+
+        return reconstruct(load_model(self.path), self.attenuation, batch_size=self.batch_size)
 
 
-def load_voxel_table(subject_dir):
-    """Per-voxel errors of an evaluated subject as a long table
-    ``dataset, subject, method, metric, voxel, value`` (NaN dropped)."""
-    subject_dir = Path(subject_dir)
-    frames = []
-    with np.load(subject_dir / "metrics" / "voxels.npz", allow_pickle=False) as z:
-        for key in z.files:
-            method, metric = key.split("__")
-            v = z[key]
-            keep = np.flatnonzero(np.isfinite(v))
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "dataset": subject_dir.parent.name,
-                        "subject": subject_dir.name,
-                        "method": method,
-                        "metric": metric,
-                        "voxel": keep,
-                        "value": v[keep],
-                    }
-                )
-            )
-    return pd.concat(frames, ignore_index=True)
+def read_table(path):
+    """A tidy CSV table with subject and dataset read as text (ids like 01 stay 01)."""
+    return pd.read_csv(path, dtype={"subject": str, "dataset": str, "method": str})
 
 
 def find_subjects(results_dir, subjects=None):
@@ -241,27 +227,162 @@ def find_subjects(results_dir, subjects=None):
     return found
 
 
-def collect_results(results_dirs, methods, *, subjects=None, progress=True):
+def collect_results(results_dirs, *, subjects=None):
     """Evaluate (where not done yet) and gather every subject of every dataset folder.
 
     Returns
     -------
-    metrics : DataFrame
-        The tidy table of all subjects.
-    voxels : DataFrame or None
-        Per-voxel errors of the datasets with fewer than 3 subjects (for the voxel-level
-        tests that stand in for subject-level ones there), else None.
-    subject_dirs : list of Path
+    dict with
+        ``metrics``, ``diagnostics``, ``realism`` (tidy tables, :data:`COLUMNS`),
+        ``skipped`` (dataset, subject, method, reason), ``noise`` (dataset, subject, snr,
+        sigma, snr_method, noise_floor), ``subjects`` (dataset, subject, folder, tissue
+        source, synthetic flag, tiny pools, profile), ``floors`` (dataset -> mean noise
+        floor), ``profiles`` (set of profile names) and ``subject_dirs``.
     """
-    from helpers.stats import MIN_SUBJECTS
+    from helpers.training import load_diagnostics
 
     dirs = [d for r in results_dirs for d in find_subjects(r, subjects if len(results_dirs) == 1 else None)]
-    tables = [evaluate_subject(d, methods) for d in tqdm(dirs, desc="evaluate", disable=not progress)]
-    metrics = pd.concat(tables, ignore_index=True)
-    metrics["subject"] = metrics["subject"].astype(str)
-    counts = metrics.groupby("dataset")["subject"].nunique()
-    small = set(counts[counts < MIN_SUBJECTS].index)
-    voxel_tables = [load_voxel_table(d) for d in dirs if d.parent.name in small]
-    voxel_tables = [t[t["method"].isin(methods)] for t in voxel_tables]
-    voxels = pd.concat(voxel_tables, ignore_index=True) if voxel_tables else None
-    return metrics, voxels, dirs
+    metrics, diagnostics, realism, skipped, noise, info = [], [], [], [], [], []
+    for d in dirs:
+        ds, sid = d.parent.name, d.name
+        metrics.append(evaluate_subject(d))
+        diagnostics.append(load_diagnostics(d))
+        if (d / "realism.csv").is_file():
+            realism.append(read_table(d / "realism.csv"))
+        training = load_json(d / "models" / "training.json")
+        report = load_json(d / "synthetic" / "report.json") if (d / "synthetic" / "report.json").is_file() else {}
+        for name, reason in {**report.get("skipped", {}), **training.get("skipped", {})}.items():
+            skipped.append((ds, sid, name, reason))
+        noise.append({"dataset": ds, "subject": sid, **load_json(d / "metrics" / "noise.json")})
+        meta = load_json(d / "subject.json")["info"]
+        tiny = [t for t, p in report.get("pools", {}).items() if p.get("tiny") or "uneroded" in str(p.get("mask", ""))]
+        info.append(
+            {
+                "dataset": ds,
+                "subject": sid,
+                "folder": str(d),
+                "tissue_source": meta.get("tissue_source", ""),
+                "synthetic": bool(meta.get("synthetic")),
+                "tiny_pools": tiny,
+                "profile": training.get("profile", {}).get("name", ""),
+            }
+        )
+    noise = pd.DataFrame(noise)
+    return {
+        "metrics": _concat(metrics),
+        "diagnostics": _concat(diagnostics),
+        "realism": _concat(realism),
+        "skipped": pd.DataFrame(skipped, columns=["dataset", "subject", "method", "reason"]).drop_duplicates(),
+        "noise": noise,
+        "subjects": pd.DataFrame(info),
+        "floors": noise.groupby("dataset")["noise_floor"].mean().to_dict() if len(noise) else {},
+        "profiles": sorted({i["profile"] for i in info}),
+        "subject_dirs": dirs,
+    }
+
+
+def _concat(frames):
+    frames = [f for f in frames if f is not None and len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    out["subject"] = out["subject"].astype(str)
+    return out
+
+
+def collapsed_models(diagnostics):
+    """(dataset, subject, method, replicate) of the models flagged as collapsed."""
+    d = diagnostics[(diagnostics["metric"] == "collapsed") & (diagnostics["value"] > 0)]
+    return d[["dataset", "subject", "method", "replicate"]].reset_index(drop=True)
+
+
+def summarise_results(results, out_dir=None):
+    """The statistics of notebook 04 over :func:`collect_results`' tables.
+
+    Returns a dict with ``stats`` (pairwise tests), ``verdict`` (closest generator per
+    dataset and metric), ``verdict_without_collapsed`` (the same with collapsed models
+    left out, or None when there are none), ``rank_counts``, ``collapsed`` and
+    ``agreement`` (the autoencoder's ranking against the second judge's, or None).
+    Writes them as CSV under ``out_dir`` when given, with the collected tables.
+    """
+    from helpers.stats import compare_methods, rank_counts, verdict
+
+    metrics = results["metrics"]
+    collapsed = collapsed_models(results["diagnostics"]) if len(results["diagnostics"]) else None
+    out = {
+        "stats": compare_methods(metrics),
+        "verdict": verdict(metrics, floors=results["floors"]),
+        "verdict_without_collapsed": None,
+        "rank_counts": rank_counts(metrics),
+        "collapsed": collapsed,
+        "agreement": None,
+    }
+    if collapsed is not None and len(collapsed):
+        out["verdict_without_collapsed"] = verdict(metrics, floors=results["floors"], exclude=collapsed)
+    if len(results["realism"]):
+        from helpers.realism import judges_agree
+
+        out["agreement"] = judges_agree(metrics, results["realism"])
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        for name in ("metrics", "diagnostics", "realism", "skipped", "noise"):
+            save_csv(results[name], out_dir / f"{name}.csv")
+        for name in ("stats", "verdict", "rank_counts", "agreement"):
+            if out[name] is not None:
+                save_csv(out[name], out_dir / f"{name}.csv")
+    return out
+
+
+def replicate_table(metrics, *, tissue="all"):
+    """method x metric table of mean ± sd over every (subject, replicate) value, as text,
+    for the README and the report (the numbers come from the run's own tables)."""
+    sel = metrics[metrics["tissue"] == tissue]
+    rows = {}
+    for (dataset, method), frame in sel.groupby(["dataset", "method"], sort=False):
+        row = {}
+        for metric in METRICS:
+            v = frame.loc[frame["metric"] == metric, "value"].to_numpy(float)
+            row[metric] = f"{v.mean():.4g} ± {v.std(ddof=1):.2g}" if len(v) > 1 else (f"{v[0]:.4g}" if len(v) else "")
+        rows[(dataset, method)] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "method"])
+
+
+def voxel_sample(values, n, seed):
+    """At most ``n`` rows of ``values``, drawn without replacement (for figures)."""
+    values = np.asarray(values)
+    if len(values) <= n:
+        return values
+    return values[np.sort(np.random.default_rng(seed).choice(len(values), size=n, replace=False))]
+
+
+def verdict_text(results, summary):
+    """The verdict-first Markdown of the summary report (:func:`helpers.report.verdict_markdown`)
+    from :func:`collect_results` and :func:`summarise_results`."""
+    from helpers.report import verdict_markdown
+
+    subjects = results["subjects"]
+    profiles = results["profiles"]
+    return verdict_markdown(
+        summary["verdict"],
+        profile=profiles[0] if len(profiles) == 1 else ", ".join(profiles),
+        n_subjects=subjects.groupby("dataset")["subject"].nunique().to_dict(),
+        skipped=results["skipped"],
+        collapsed=_collapsed_detail(results["diagnostics"]),
+        tiny_pools={(r.dataset, r.subject): r.tiny_pools for r in subjects.itertuples() if r.tiny_pools},
+        approximate_tissue=sorted(subjects.loc[subjects["tissue_source"].str.startswith("approximate"), "subject"]),
+        synthetic=sorted(subjects.loc[subjects["synthetic"], "subject"]),
+        realism_agreement=summary["agreement"],
+        verdict_without_collapsed=summary["verdict_without_collapsed"],
+    )
+
+
+def _collapsed_detail(diagnostics):
+    """Collapsed models with their validation loss over their method's median."""
+    if not len(diagnostics):
+        return None
+    wide = diagnostics.pivot_table(index=["dataset", "subject", "method", "replicate"], columns="metric", values="value").reset_index()
+    if "collapsed" not in wide:
+        return None
+    median = wide.groupby(["dataset", "subject", "method"])["val_loss"].transform("median")
+    wide["loss_ratio"] = wide["val_loss"] / median
+    return wide.loc[wide["collapsed"] > 0, ["dataset", "subject", "method", "replicate", "val_loss", "loss_ratio"]].reset_index(drop=True)

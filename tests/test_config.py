@@ -4,12 +4,13 @@ answered with the file's name and the problem."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import METHODS
-from helpers.config import CONFIG_DIR, PROJECT_ROOT, check_methods, load_config, load_profile
+from helpers.config import CONFIG_DIR, check_methods, find_config, load_config, load_profile
 from helpers.data import load_subject
 
 
@@ -25,9 +26,12 @@ def _raises(path, *words):
     return pytest.raises(ValueError, match="".join(f"(?=[\\s\\S]*{p})" for p in parts))
 
 
-def test_project_paths():
-    assert (PROJECT_ROOT / "helpers" / "config.py").is_file()
-    assert CONFIG_DIR == PROJECT_ROOT / "configs"
+def test_configs_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # JupyterLab started anywhere
+    assert find_config("sample.yaml") == CONFIG_DIR / "sample.yaml"
+    assert load_config(find_config("sample.yaml")).dataset == "sample"
+    own = _write(tmp_path, "dataset: mine\nkind: sample\nsubjects: [x]\n", name="sample.yaml")
+    assert find_config("sample.yaml").resolve() == own  # a file of that name here wins
 
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path):
@@ -37,9 +41,10 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path):
     assert c.root == (tmp_path / "data" / "hcp").resolve()  # relative to the config file
     assert c.subject_ids == ["100307", "100408"]  # ints in YAML, strings here
     assert c.methods == METHODS
-    assert (c.shell, c.shell_tolerance, c.b0_threshold) == (1000.0, 100.0, 50.0)
+    assert (c.shell, c.shell_tolerance, c.b0_threshold, c.dti_max_b) == ((1000.0,), 100.0, 50.0, 1500.0)
     assert c.snr == "auto" and c.seed == 0 and c.profile == "paper" and c.labels == "fast"
-    assert c.results_dir() == PROJECT_ROOT / "results" / "d"
+    assert (c.noise, c.min_pool, c.wm_fa_min) == ("global", 20, 0.7)
+    assert c.results_dir() == Path("results") / "d"  # under the current directory
     assert c.results_dir(tmp_path / "out") == tmp_path / "out" / "d"
 
 
@@ -51,7 +56,40 @@ def test_absolute_root_and_explicit_values(tmp_path):
     )
     c = load_config(path)
     assert c.root == tmp_path / "elsewhere"
-    assert c.methods == ("Syn", "RandomWM") and c.shell == 2000 and c.snr == 30 and c.seed == 7
+    assert c.methods == ("Syn", "RandomWM") and c.shell == (2000.0,) and c.snr == 30 and c.seed == 7
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("shell: 2000", (2000.0,)), ("shell: [1000, 2000]", (1000.0, 2000.0)), ("shell: all", "all"), ("shell: ALL", "all")],
+)
+def test_shell_settings(tmp_path, text, expected):
+    path = _write(tmp_path, f"dataset: d\nkind: sample\nsubjects: [x]\n{text}\n")
+    assert load_config(path).shell == expected
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("shell: '1000'", ["shell must be a b-value", "'1000'"]),
+        ("shell: []", ["shell is an empty list"]),
+        ("shell: [1000, -5]", ["positive b-values", "-5"]),
+        ("noise: pervoxel", ["noise must be one of", "'global'", "'per_voxel'", "'pervoxel'"]),
+        ("wm_fa_min: 1.5", ["wm_fa_min must be in [0, 1)"]),
+        ("min_pool: 0", ["min_pool must be at least 1"]),
+        ("methods: [Syn, 'my-lab.gens:ball']", ["unknown method", "'my-lab.gens:ball'", "package.module:function"]),
+        ("methods: [Syn, 'a.b:Syn']", ["'Syn'", "more than once"]),
+    ],
+)
+def test_bad_settings_are_named(tmp_path, text, words):
+    path = _write(tmp_path, f"dataset: d\nkind: sample\nsubjects: [x]\n{text}\n")
+    with _raises(path, *words):
+        load_config(path)
+
+
+def test_plugin_methods_are_accepted(tmp_path):
+    path = _write(tmp_path, "dataset: d\nkind: sample\nsubjects: [x]\nmethods: [Syn, 'mylab.gens:ball_stick']\n")
+    assert load_config(path).methods == ("Syn", "mylab.gens:ball_stick")
 
 
 def test_unknown_key(tmp_path):
@@ -61,8 +99,8 @@ def test_unknown_key(tmp_path):
 
 
 def test_wrong_type(tmp_path):
-    path = _write(tmp_path, "dataset: d\nkind: sample\nsubjects: [x]\nshell: '1000'\n")
-    with _raises(path, "'shell'", "wrong type"):
+    path = _write(tmp_path, "dataset: d\nkind: sample\nsubjects: [x]\nseed: '1'\n")
+    with _raises(path, "'seed'", "wrong type"):
         load_config(path)
 
 
@@ -121,9 +159,10 @@ def test_check_methods():
 
 def test_profiles():
     quick, paper = load_profile("quick"), load_profile("paper")
-    # the method's recipe (design.md, "Autoencoder")
-    assert paper == {"n_voxels": 300_000, "n_val": 50_000, "epochs": 50, "batch_size": 100, "learning_rate": 5e-4}
-    assert quick["n_voxels"] < paper["n_voxels"] and quick["epochs"] < paper["epochs"]
+    # the method paper's recipe, trained 5 times per method (replicates)
+    assert paper == {"n_voxels": 300_000, "n_val": 50_000, "epochs": 50, "batch_size": 100, "learning_rate": 5e-4,
+                     "replicates": 5, "name": "paper"}
+    assert quick["n_voxels"] < paper["n_voxels"] and quick["epochs"] < paper["epochs"] and quick["replicates"] == 2
 
 
 def test_profile_missing_keys(tmp_path):
@@ -132,10 +171,10 @@ def test_profile_missing_keys(tmp_path):
         load_profile("tiny", path=path)
 
 
-@pytest.mark.parametrize("name", ["sample", "hcp", "bids"])
-def test_shipped_configs_are_valid(name):
+@pytest.mark.parametrize("name, kind", [("sample", "sample"), ("hcp", "hcp"), ("bids", "bids"), ("invivo", "paths")])
+def test_shipped_configs_are_valid(name, kind):
     c = load_config(CONFIG_DIR / f"{name}.yaml")
-    assert c.kind == name and c.subject_ids
+    assert c.kind == kind and c.subject_ids
 
 
 # ----------------------------------------------------------------------------- load_subject

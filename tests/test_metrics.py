@@ -8,7 +8,8 @@ from dipy.core.gradients import gradient_table
 from dipy.reconst.dti import TensorModel
 
 from helpers.data import Subject
-from helpers.metrics import FA_RANGE, angle_deg, evaluate, summarise, voxel_errors, write_error_maps
+from helpers.contract import COLUMNS
+from helpers.metrics import angle_deg, evaluate, mean_errors, summarise, voxel_errors, write_error_maps
 
 
 def _table(n_dirs=40, b=1000.0, seed=0):
@@ -86,7 +87,27 @@ def test_angle_only_in_fa_range():
     fib = _signal(bvals, bvecs, [1.7e-3, 2.5e-4, 2.5e-4], np.eye(3))  # FA ~ 0.83: kept
     err = voxel_errors(bvals, bvecs, np.stack([iso, fib]), np.stack([iso, fib]))
     assert np.isnan(err["angle_deg"][0]) and np.isfinite(err["angle_deg"][1])
-    assert FA_RANGE == (0.5, 0.9)
+
+
+def test_tensor_metrics_use_only_the_dti_volumes():
+    # Two shells; the b=3000 volumes of the reconstruction are wrecked. Fits restricted to
+    # b <= 1500 must see no FA error; signal MAE counts every volume.
+    b1, g1 = _table(30, b=1000.0, seed=4)
+    b3, g3 = _table(30, b=3000.0, seed=5)
+    bvals, bvecs = np.r_[b1, b3], np.r_[g1, g3]
+    real = np.stack([_signal(bvals, bvecs, [1.7e-3, 3e-4, 3e-4], _rotation_z(a)) for a in (0, 45)])
+    recon = real.copy()
+    recon[:, 30:] = 0.5
+    cols = bvals <= 1500
+    err = voxel_errors(bvals, bvecs, real, recon, dti_columns=cols)
+    np.testing.assert_allclose(err["fa_mae"], 0, atol=1e-6)
+    np.testing.assert_allclose(err["angle_deg"], 0, atol=1e-3)
+    np.testing.assert_allclose(err["signal_mae"], np.abs(0.5 - real[:, 30:]).sum(axis=1) / 60)
+    # and the FA of the real data is dipy's on the b=1000 volumes alone
+    gtab = gradient_table(np.r_[0, b1], bvecs=np.r_[np.zeros((1, 3)), g1])
+    fa_dipy = TensorModel(gtab, fit_method="WLS").fit(np.hstack([np.ones((2, 1)), real[:, :30]])).fa
+    err_all = voxel_errors(bvals, bvecs, real, real * 0 + 1e-3, dti_columns=cols)
+    np.testing.assert_allclose(err_all["fa_mae"], np.abs(0 - fa_dipy), atol=1e-6)  # isotropic recon: FA 0
 
 
 def test_shape_mismatch_is_an_error():
@@ -102,7 +123,8 @@ def test_summarise_means_per_tissue_and_skips_empty():
         "angle_deg": np.array([np.nan, np.nan, 10.0, 20.0]),
     }
     tissue = np.array([1, 1, 3, 3], dtype=np.uint8)  # CSF, CSF, WM, WM; no GM
-    t = pd.DataFrame(summarise(errors, tissue, dataset="d", subject="s", method="Syn"), columns=["dataset", "subject", "method", "metric", "tissue", "value"])
+    t = pd.DataFrame(summarise(errors, tissue, dataset="d", subject="s", method="Syn", replicate=3), columns=list(COLUMNS))
+    assert set(t.replicate) == {3}
     get = lambda m, ti: t[(t.metric == m) & (t.tissue == ti)].value.item()  # noqa: E731
     assert get("signal_mae", "all") == pytest.approx(4.0)
     assert get("signal_mae", "CSF") == pytest.approx(2.0)
@@ -128,19 +150,21 @@ def test_evaluate_table_and_error_maps(tmp_path):
         s0=np.ones(4, np.float32),
         info={"dataset": "toy", "subject": "s1"},
     )
-    recon = {"Syn": real, "RandomWM": real * 0.9}
+    recon = {("Syn", 0): real, ("RandomWM", 0): real * 0.9, ("RandomWM", 1): lambda: real * 0.7}
     table, errors = evaluate(subj, recon)
-    assert list(table.columns) == ["dataset", "subject", "method", "metric", "tissue", "value"]
+    assert list(table.columns) == list(COLUMNS)
     syn = table[table.method == "Syn"]
     assert np.allclose(syn[syn.metric == "signal_mae"].value, 0)
-    rw = table[(table.method == "RandomWM") & (table.metric == "signal_mae") & (table.tissue == "all")].value.item()
-    assert rw == pytest.approx(np.abs(real * 0.9 - real).mean(), rel=1e-6)
-    paths = write_error_maps(subj, errors, tmp_path)
+    rw = table[(table.method == "RandomWM") & (table.metric == "signal_mae") & (table.tissue == "all")]
+    assert rw.replicate.tolist() == [0, 1]
+    assert rw.value.tolist() == pytest.approx([np.abs(real * 0.9 - real).mean(), np.abs(real * 0.7 - real).mean()], rel=1e-6)
+    paths = write_error_maps(subj, mean_errors(errors), tmp_path)
     assert len(paths) == 6
     img = nib.load(tmp_path / "RandomWM_signal_mae.nii.gz")
     vol = np.asarray(img.dataobj)
     assert vol.shape == (2, 2, 2) and np.allclose(img.affine, subj.affine)
-    assert vol[1, 1, 1] == pytest.approx(np.abs(real[3] * 0.9 - real[3]).mean(), rel=1e-6)
+    # the map is the mean over the two replicates: |0.9 - 1| and |0.7 - 1| of the voxel's signal
+    assert vol[1, 1, 1] == pytest.approx(0.2 * real[3].mean(), rel=1e-5)
     assert np.isnan(vol[0, 0, 1])  # outside the brain
     assert not list(tmp_path.glob(".*tmp*"))
 
@@ -152,5 +176,14 @@ def test_a_diverged_reconstruction_is_named(tmp_path):
                    shape=(2, 1, 1), affine=np.eye(4), tissue=np.array([3, 2], np.uint8), s0=np.ones(2, np.float32))
     bad = real.copy()
     bad[1, 3] = np.nan
-    with pytest.raises(ValueError, match="Sampled: the reconstruction holds NaN"):
+    with pytest.raises(ValueError, match="Sampled replicate 0: the reconstruction holds NaN"):
         evaluate(subj, {"Syn": real, "Sampled": bad})
+
+
+def test_mean_errors_ignores_nan_replicates_per_voxel():
+    errors = {
+        ("Syn", 0): {"angle_deg": np.array([np.nan, 10.0, np.nan])},
+        ("Syn", 1): {"angle_deg": np.array([np.nan, 20.0, 4.0])},
+    }
+    out = mean_errors(errors)["Syn"]["angle_deg"]
+    assert np.isnan(out[0]) and out[1] == pytest.approx(15.0) and out[2] == pytest.approx(4.0)
