@@ -290,12 +290,6 @@ def _concat(frames):
     return out
 
 
-def collapsed_models(diagnostics):
-    """(dataset, subject, method, replicate) of the models flagged as collapsed."""
-    d = diagnostics[(diagnostics["metric"] == "collapsed") & (diagnostics["value"] > 0)]
-    return d[["dataset", "subject", "method", "replicate"]].reset_index(drop=True)
-
-
 def summarise_results(results, out_dir=None):
     """The statistics of notebook 04 over :func:`collect_results`' tables.
 
@@ -305,7 +299,7 @@ def summarise_results(results, out_dir=None):
     ``agreement`` (the autoencoder's ranking against the second judge's, or None).
     Writes them as CSV under ``out_dir`` when given, with the collected tables.
     """
-    from helpers.stats import compare_methods, rank_counts, verdict
+    from helpers.stats import collapsed_models, compare_methods, rank_counts, verdict
 
     metrics = results["metrics"]
     collapsed = collapsed_models(results["diagnostics"]) if len(results["diagnostics"]) else None
