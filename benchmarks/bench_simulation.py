@@ -66,6 +66,8 @@ def main(argv=None):
         t = median_time(lambda: simulate(subject, method, N_VOXELS, seed=1, pools=pools), args.repeats)
         slowest = max(slowest, t)
         print(f"{method:14s} {t:6.3f} s per {N_VOXELS} voxels (clean + Rician noisy), {N_VOXELS / t:,.0f} voxels/s, {N_VOXELS / t / dipy_rate:,.0f}x dipy")
+    t = median_time(lambda: simulate(subject, "Syn", N_VOXELS, seed=1, noise="per_voxel"), args.repeats)
+    print(f"{'Syn per_voxel':14s} {t:6.3f} s per {N_VOXELS} voxels (noise σ drawn per voxel from the subject's σ/S0)")
     speedup = N_VOXELS / slowest / dipy_rate
     print(f"speedup {speedup:.0f}x vs dipy multi_tensor; slowest method {slowest:.2f} s per {N_VOXELS} voxels")
 

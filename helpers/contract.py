@@ -71,7 +71,7 @@ DEFAULTS = {
     "snr": "auto",  # estimated from the subject; or a number, or "none"
     "noise": "global",  # see NOISE_MODES
     "seed": 0,
-    "min_pool": 20,  # smallest tissue pool (voxels) a sampling method may draw from
+    "min_pool": 20,  # eroded tissue pools below this fall back to uneroded; below it even then: "tiny"
     "wm_fa_min": 0.7,  # WM voxels above this FA feed the sampled WM pool
     "collapse_ratio": 2.0,  # a model whose val loss exceeds this x its method's median collapsed
 }

@@ -255,7 +255,7 @@ def collect_results(results_dirs, *, subjects=None):
             skipped.append((ds, sid, name, reason))
         noise.append({"dataset": ds, "subject": sid, **load_json(d / "metrics" / "noise.json")})
         meta = load_json(d / "subject.json")["info"]
-        tiny = [t for t, p in report.get("pools", {}).items() if p.get("tiny") or "uneroded" in str(p.get("mask", ""))]
+        tiny = [f"{t} ({p['voxels']} voxels)" for t, p in report.get("pools", {}).items() if p.get("tiny")]
         info.append(
             {
                 "dataset": ds,

@@ -1,21 +1,35 @@
-"""Synthetic diffusion MRI voxels: one multi-tensor kernel, four generators.
+"""Synthetic diffusion MRI voxels: one multi-tensor kernel, four built-in generators, and
+the researcher's own generators.
 
-Every generator draws a mixture of compartments per voxel — k white-matter fibres (k
-uniform in {1, 2, 3}, orientation uniform), a grey-matter and a CSF compartment, raw
-weights U(0, 1) normalised to sum to 1 — and differs only in where the tensors'
-eigenvalues come from (design.md, "Generators"):
+Every built-in tensor generator draws a mixture of compartments per voxel — k white-matter
+fibres (k uniform in {1, 2, 3}, orientation uniform), a grey-matter and a CSF compartment,
+raw weights U(0, 1) normalised to sum to 1 — and differs only in where the tensors'
+eigenvalues come from. The fixed values of Syn are the method paper's:
 
-=============  =================================  ==========================  ==========================
-method         WM fibre eigenvalues (mm²/s)       GM                          CSF
-=============  =================================  ==========================  ==========================
-Syn            dipy defaults (1.5e-3, 3e-4, 3e-4)  isotropic 5e-4              isotropic 3e-3
-Sampled        triplet from eroded WM, FA > 0.7   triplet from eroded GM,     triplet from eroded CSF,
-                                                  random orientation          random orientation
-SampleAndMean  as Sampled                         isotropic, mean GM MD       isotropic, mean CSF MD
-RandomWM       free water 3e-3 with weight f ~ U(0,1); the rest U(0,1) per gradient, independently
-=============  =================================  ==========================  ==========================
+=============  ============================  =======================  ========================
+method         WM fibre eigenvalues (mm²/s)  GM                       CSF
+=============  ============================  =======================  ========================
+Syn            (1.5e-3, 3e-4, 3e-4)          isotropic 5e-4           isotropic 3e-3
+Sampled        triplet from eroded WM with   triplet from eroded GM,  triplet from eroded CSF,
+               FA > wm_fa_min                random orientation       random orientation
+SampleAndMean  as Sampled                    isotropic, mean GM MD    isotropic, mean CSF MD
+=============  ============================  =======================  ========================
 
-Noise is Rician with σ = 1/SNR on the S0 = 1 scale.
+RandomWM: free water (3e-3 mm²/s) with weight f ~ U(0, 1); the rest of the signal is
+U(0, 1), drawn independently per gradient.
+
+(They are not dipy's: ``dipy.sims.voxel`` defaults to (1.5e-3, 4e-4, 4e-4).)
+
+A method may also be a user's generator ``package.module:function``
+(:func:`call_plugin`): it returns clean attenuation and gets the same noise.
+
+Noise is Rician. ``noise="global"`` (the method paper's): one σ = 1/SNR on the S0 = 1
+scale for every voxel. ``noise="per_voxel"``: each synthetic voxel's σ is drawn from the
+subject's distribution of σ/S0 over its brain voxels (:func:`sigma_distribution`),
+since a real scan is not one SNR.
+
+This module is numerical: it imports numpy and :mod:`helpers.contract`, never the YAML
+config, I/O or the runner.
 """
 
 from __future__ import annotations
@@ -24,7 +38,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from helpers.config import check_methods
+from helpers.contract import (
+    DEFAULTS,
+    SUBJECT_METHODS,
+    TISSUES,
+    check_methods,
+    is_plugin,
+    load_plugin,
+    parse_noise,
+    parse_snr,
+)
 
 __all__ = [
     "Mixture",
@@ -32,19 +55,28 @@ __all__ = [
     "multi_tensor",
     "random_rotations",
     "tissue_pools",
+    "method_support",
     "draw_mixture",
     "add_rician_noise",
     "resolve_snr",
+    "sigma_distribution",
+    "call_plugin",
     "simulate",
 ]
 
 SYN_WM_EVALS = (1.5e-3, 3e-4, 3e-4)
-"""dipy's default single-fibre eigenvalues (``dipy.sims.voxel``), mm²/s."""
+"""Syn's single-fibre eigenvalues (axial, radial, radial), mm²/s: the method paper's values."""
 SYN_GM_D = 5e-4
+"""Syn's isotropic GM diffusivity, mm²/s (the method paper's value)."""
 SYN_CSF_D = 3e-3
+"""Syn's isotropic CSF diffusivity, mm²/s (the method paper's value)."""
 FREE_WATER_D = 3e-3
-WM_FA_MIN = 0.7
-"""Only single-fibre WM voxels (FA above this) feed the sampled WM pool."""
+"""RandomWM's free-water diffusivity, mm²/s."""
+PLUGIN_RANGE = (0.0, 1.5)
+"""Allowed values of a user generator's clean attenuation. Attenuation is physically in
+[0, 1]; the headroom admits models with slight overshoot (e.g. a fitted S0 above 1) while
+still catching signals in scanner units or a wrong sign."""
+
 
 @dataclass(frozen=True)
 class Mixture:
@@ -84,7 +116,8 @@ class Pools:
         Eigenvalue triplets (mm²/s, descending) of the pool voxels.
     report : dict
         Per tissue: voxels in the pool, whether the eroded mask was used or the
-        uneroded fallback, and the mean MD.
+        uneroded fallback (then the pool is flagged ``tiny``), and the mean MD
+        (:func:`tissue_pools`).
     """
 
     wm: np.ndarray
@@ -194,47 +227,161 @@ def random_rotations(n, rng, *, dtype=np.float64):
     return R
 
 
-def tissue_pools(subject, *, min_pool=20):
-    """Eigenvalue pools from a subject's eroded tissue masks.
+def _check_pool_settings(min_pool, wm_fa_min):
+    if isinstance(min_pool, bool) or not isinstance(min_pool, (int, np.integer)) or min_pool < 1:
+        raise ValueError(f"min_pool must be a positive int (voxels), got {min_pool!r}")
+    if isinstance(wm_fa_min, bool) or not isinstance(wm_fa_min, (int, float, np.number)) or not 0 <= wm_fa_min < 1:
+        raise ValueError(f"wm_fa_min must be a number in [0, 1), got {wm_fa_min!r}")
 
-    WM keeps only voxels with FA > 0.7 (single fibres). Each pool uses the one-voxel
-    eroded mask; when that leaves fewer than ``min_pool`` voxels (small scans such as the
-    10x10x10 sample) the uneroded mask is used instead and the report says so.
+
+def _pool_masks(subject, *, min_pool, wm_fa_min):
+    """The voxels each tissue pool draws from, and what is missing.
+
+    A pool is the one-voxel eroded mask when that has at least ``min_pool`` voxels, else
+    the uneroded mask (small scans), however few voxels it has; only an empty pool is a
+    problem. A pool below ``min_pool`` even uneroded is *tiny*: usable, and named in the
+    report.
+
+    Returns
+    -------
+    masks : dict
+        Tissue name -> (n,) bool mask of the pool; None when even the uneroded mask is
+        empty.
+    counts : dict
+        Tissue name -> (eroded count, uneroded count); the uneroded one is None when the
+        eroded mask was enough.
+    problems : list of str
+        One phrase per tissue whose pool is empty, naming the tissue and counts.
+    """
+    _check_pool_settings(min_pool, wm_fa_min)
+    fa = subject.tensor().fa
+    masks, counts, problems = {}, {}, []
+    for name in TISSUES:
+        eroded_mask = subject.tissue_mask(name, eroded=True)
+        mask = subject.tissue_mask(name, eroded=False)
+        if name == "WM":  # NaN FA is never above
+            eroded_mask, mask = eroded_mask & (fa > wm_fa_min), mask & (fa > wm_fa_min)
+        n_eroded = int(eroded_mask.sum())
+        if n_eroded >= min_pool:
+            masks[name], counts[name] = eroded_mask, (n_eroded, None)
+            continue
+        counts[name] = (n_eroded, int(mask.sum()))
+        masks[name] = mask if mask.any() else None
+        if masks[name] is None:
+            what = f"no WM voxel with FA > {wm_fa_min:g}" if name == "WM" else f"no {name} voxel"
+            problems.append(what)
+    return masks, counts, problems
+
+
+def _subject_label(subject):
+    info = getattr(subject, "info", None) or {}
+    label = info.get("subject", "")
+    return f"subject {label}: " if label else ""
+
+
+def tissue_pools(subject, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["wm_fa_min"]):
+    """Eigenvalue pools from a subject's tissue (for Sampled and SampleAndMean).
+
+    The triplets come from ``subject.tensor()``, the WLS fit of the selected volumes with
+    b <= the subject's ``dti_max_b``. WM keeps only voxels with FA > ``wm_fa_min`` (single
+    fibres). Each pool uses the one-voxel eroded mask (in-plane for scans of one or two
+    slices); when that leaves fewer than ``min_pool`` voxels (small scans such as the
+    10x10x10 sample) the uneroded mask is used instead (``fallback``), and a pool that
+    has fewer than ``min_pool`` voxels even then is flagged ``tiny``: it is used, and the
+    report names it, since its eigenvalues come from a handful of voxels.
+
+    Parameters
+    ----------
+    subject : helpers.data.Subject
+    min_pool : int
+        Fewest voxels a pool may have.
+    wm_fa_min : float
+        FA above which a WM voxel feeds the WM pool.
+
+    Returns
+    -------
+    Pools
+        With ``report[tissue]``: ``voxels`` (pool size), ``mask`` ("eroded" or why the
+        uneroded mask was used), ``eroded`` (bool), ``fallback`` (the uneroded mask was
+        used), ``tiny`` (fewer than ``min_pool`` voxels even uneroded), ``eroded_voxels``
+        and ``mean_md`` (mm²/s); WM also states ``fa_min``.
 
     Raises
     ------
     ValueError
-        When even the uneroded mask has fewer than ``min_pool`` voxels, naming the tissue
-        and the count.
+        When a pool is empty even uneroded, naming each such tissue (:func:`method_support`
+        gives the same text as a reason).
     """
-    fit = subject.tensor()
-    fa = fit.fa
+    masks, counts, problems = _pool_masks(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
+    if problems:
+        raise ValueError(
+            f"{_subject_label(subject)}no voxel to sample tissue from: {'; '.join(problems)}"
+        )
+    evals = subject.tensor().evals
     pools, report = {}, {}
-    for name in ("WM", "GM", "CSF"):
-        chosen = None
-        for eroded in (True, False):
-            mask = subject.tissue_mask(name, eroded=eroded)
-            if name == "WM":
-                mask = mask & (fa > WM_FA_MIN)
-            if mask.sum() >= min_pool:
-                chosen = mask
-                break
-        what = f"{name} voxels with FA > {WM_FA_MIN}" if name == "WM" else f"{name} voxels"
-        if chosen is None:
-            raise ValueError(
-                f"subject {subject.info.get('subject', '')!s}: too few {what} to sample from "
-                f"({int(mask.sum())} without erosion; need at least {min_pool}, the min_pool setting)"
-            )
-        pools[name.lower()] = fit.evals[chosen]
+    for name in TISSUES:
+        mask = masks[name]
+        eroded_count, uneroded_count = counts[name]
+        eroded = uneroded_count is None
+        pools[name.lower()] = evals[mask]
         report[name] = {
-            "voxels": int(chosen.sum()),
-            "mask": "eroded" if eroded else f"uneroded (eroded pool had fewer than {min_pool})",
-            "mean_md": float(fit.evals[chosen].mean()),
+            "voxels": int(mask.sum()),
+            "mask": "eroded" if eroded else f"uneroded (eroded pool had {eroded_count}, fewer than {min_pool})",
+            "eroded": eroded,
+            "fallback": not eroded,
+            "tiny": int(mask.sum()) < min_pool,
+            "eroded_voxels": eroded_count,
+            "mean_md": float(evals[mask].mean()),
         }
+        if name == "WM":
+            report[name]["fa_min"] = float(wm_fa_min)
     return Pools(report=report, **pools)
+
+
+def method_support(subject, method, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["wm_fa_min"]):
+    """Whether ``method`` can run on ``subject``: None, or the reason it cannot.
+
+    Sampled and SampleAndMean draw from the subject's tissue, so they need at least one
+    WM voxel with FA > ``wm_fa_min`` and at least one GM and one CSF voxel (eroded when
+    the eroded pool has ``min_pool`` voxels, else uneroded; see :func:`tissue_pools`).
+    Pools with fewer than ``min_pool`` voxels are used and named as tiny in the report,
+    not skipped: a crop's few CSF voxels are still the scan's own diffusivities.
+
+    Syn, RandomWM and user generators (``package.module:function``) do not depend on the
+    subject's tissue and are always supported here (a user generator may still fail when
+    :func:`simulate` calls it).
+
+    Returns
+    -------
+    None or str
+        The reason names the method, each short tissue and its voxel counts.
+
+    Raises
+    ------
+    ValueError
+        For a method name that is neither built in nor ``package.module:function``.
+    """
+    (method,) = check_methods([method], where="method_support")
+    _check_pool_settings(min_pool, wm_fa_min)
+    if method not in SUBJECT_METHODS:
+        return None
+    _, _, problems = _pool_masks(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
+    if not problems:
+        return None
+    return f"{method} samples the subject's tissue, and this scan has {' and '.join(problems)}"
+
 
 def draw_mixture(method, n, rng, *, pools=None, mixture=Mixture()):
     """Draw the compartments of ``n`` voxels for a tensor-based method.
+
+    Parameters
+    ----------
+    method : {"Syn", "Sampled", "SampleAndMean"}
+    n : int
+    rng : numpy.random.Generator
+    pools : Pools, optional
+        Needed by Sampled and SampleAndMean (:func:`tissue_pools`).
+    mixture : Mixture
 
     Returns
     -------
@@ -273,68 +420,236 @@ def draw_mixture(method, n, rng, *, pools=None, mixture=Mixture()):
     fractions = weights / weights.sum(axis=1, keepdims=True)
     return evals, evecs, fractions
 
-def add_rician_noise(signal, snr, rng):
-    """Rician noise: |S + σ(n₁ + i n₂)| with σ = 1/SNR, n₁, n₂ ~ N(0, 1). ``snr=None``
-    returns a copy of the signal."""
+def add_rician_noise(signal, sigma, rng):
+    """Rician noise: |S + σ (n₁ + i n₂)| with n₁, n₂ ~ N(0, 1), independent.
+
+    Parameters
+    ----------
+    signal : (n, ...) array_like
+        Clean signal on the S0 = 1 scale.
+    sigma : None, float or (n,) array_like
+        Noise standard deviation on the same scale: one for every value, or one per row
+        (per voxel). None returns a copy of the signal.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (n, ...) float32 ndarray
+    """
     signal = np.asarray(signal, dtype=np.float32)
-    if snr is None:
+    if sigma is None:
         return signal.copy()
-    sigma = np.float32(1.0 / snr)
+    sigma = np.asarray(sigma, dtype=np.float32)
+    if sigma.ndim == 1 and signal.ndim >= 1 and len(sigma) == signal.shape[0]:
+        sigma = sigma.reshape((-1,) + (1,) * (signal.ndim - 1))
+    elif sigma.ndim != 0:
+        rows = signal.shape[0] if signal.ndim else 0
+        raise ValueError(f"sigma has shape {sigma.shape}; expected a scalar or ({rows},), one per row of signal")
+    if not np.all(np.isfinite(sigma) & (sigma >= 0)):
+        raise ValueError("sigma must be finite and non-negative")
     real = signal + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     return np.hypot(real, imag)
 
+
 def resolve_snr(snr, subject=None):
-    """Turn the ``snr`` setting (``"auto"``, a number, or ``"none"``/None) into a number or None."""
-    if snr is None or (isinstance(snr, str) and snr.lower() == "none"):
-        return None
-    if isinstance(snr, str) and snr.lower() == "auto":
+    """Turn the ``snr`` setting (``"auto"``, a number, or ``"none"``/None) into a number or None.
+
+    ``"auto"`` is the subject's estimate ``subject.snr`` (median brain S0 / σ).
+    """
+    snr = parse_snr(snr)
+    if snr == "auto":
         est = getattr(subject, "snr", None)
         if est is None or not np.isfinite(est) or est <= 0:
             raise ValueError(f"snr='auto' needs the subject's SNR estimate, which is {est!r}; give a number")
         return float(est)
-    if isinstance(snr, bool) or not isinstance(snr, (int, float, np.number)):
-        raise ValueError(f"snr must be 'auto', 'none' or a positive number, got {snr!r}")
-    if not np.isfinite(snr) or snr <= 0:
-        raise ValueError(f"snr must be a positive finite number, got {snr!r}")
-    return float(snr)
+    return snr
 
-def simulate(subject, method, n_voxels, seed=0, *, snr="auto", pools=None, mixture=Mixture(), min_pool=20):
+
+def _relative_sigma(subject, *, scaled):
+    """(n,) σ/S0 of the subject's brain voxels (NaN where S0 <= 0).
+
+    ``subject.relative_sigma`` when the subject has a noise σ. Without one, σ follows from
+    its SNR estimate (median brain S0 / σ); when the caller rescales the values anyway
+    (``scaled``), σ does not matter and 1/S0 carries the spread.
+    """
+    s0 = np.asarray(subject.s0, dtype=float)
+    sigma = getattr(subject, "sigma", None)
+    if sigma is not None and np.isfinite(sigma) and sigma > 0:
+        rel = getattr(subject, "relative_sigma", None)
+        if rel is not None:
+            return np.asarray(rel, dtype=float)
+    elif scaled:
+        sigma = 1.0
+    else:
+        positive = s0[np.isfinite(s0) & (s0 > 0)]
+        if positive.size == 0:
+            raise ValueError(
+                f"{_subject_label(subject)}no brain voxel has a positive S0; noise='per_voxel' cannot draw σ/S0"
+            )
+        sigma = float(np.median(positive)) / resolve_snr("auto", subject)
+    safe = np.where(s0 > 0, s0, 1.0)
+    return np.where(s0 > 0, sigma / safe, np.nan)
+
+
+def sigma_distribution(subject, *, snr="auto"):
+    """The σ values (S0 = 1 scale) that ``noise="per_voxel"`` draws from, one per brain voxel.
+
+    σ/S0 over the subject's brain voxels (``subject.relative_sigma``: the scan's noise σ
+    over each voxel's S0), voxels with S0 <= 0 left out. With a number ``snr`` the values
+    are scaled so that their median is 1/snr (the spread of the scan, at the SNR asked
+    for); with ``"auto"`` they are used as they are (their median is then about
+    1/``subject.snr``). ``snr="none"`` gives None (no noise).
+
+    Returns
+    -------
+    None or (k,) float64 ndarray
+    """
+    snr = parse_snr(snr)
+    if snr is None:
+        return None
+    rel = _relative_sigma(subject, scaled=snr != "auto")
+    rel = rel[np.isfinite(rel) & (rel > 0)]
+    if rel.size == 0:
+        raise ValueError(
+            f"{_subject_label(subject)}no brain voxel has a finite positive σ/S0; noise='per_voxel' cannot draw from it"
+        )
+    if snr != "auto":
+        rel = rel * ((1.0 / snr) / np.median(rel))
+    return rel
+
+
+def _check_attenuation(values, n, m, spec):
+    """Validate a user generator's output; returns it as float32."""
+    where = f"generator {spec!r}"
+    if not isinstance(values, np.ndarray):
+        raise ValueError(f"{where} returned {type(values).__name__}; expected a numpy ndarray of shape ({n}, {m})")
+    real = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    if values.dtype == bool or not real:
+        raise ValueError(f"{where} returned an array of dtype {values.dtype}; expected real numbers (float)")
+    if values.shape != (n, m):
+        raise ValueError(
+            f"{where} returned shape {values.shape}; expected ({n}, {m}): n={n} voxels by the "
+            f"{m} volumes of the gradient table it was given"
+        )
+    nan = int(np.isnan(values).sum()) if np.issubdtype(values.dtype, np.floating) else 0
+    if nan:
+        raise ValueError(f"{where} returned {nan} NaN value(s); every value must be a finite attenuation")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{where} returned infinite value(s); every value must be a finite attenuation")
+    lo, hi = PLUGIN_RANGE
+    vmin, vmax = float(values.min()), float(values.max())
+    if vmin < lo or vmax > hi:
+        raise ValueError(
+            f"{where} returned values outside [{lo:g}, {hi:g}] (min {vmin:.4g}, max {vmax:.4g}); "
+            "expected clean attenuation S/S0 with S0 = 1"
+        )
+    return values.astype(np.float32)
+
+
+def call_plugin(spec, bvals, bvecs, n, rng, *, subject=None):
+    """Clean attenuation from a user's generator ``package.module:function``, checked.
+
+    The function is called as ``function(bvals, bvecs, n, rng)``, plus ``subject=subject``
+    when it accepts that keyword (:func:`helpers.contract.load_plugin`). It gets copies of
+    the gradient table, so it cannot change the subject's.
+
+    Returns
+    -------
+    (n, m) float32 ndarray
+
+    Raises
+    ------
+    ValueError
+        Naming ``spec`` and the problem: module not importable, no such function, an
+        exception inside the function, not an ndarray, wrong shape, NaN or infinite
+        values, values outside :data:`PLUGIN_RANGE`.
+    """
+    func, wants_subject = load_plugin(spec)
+    bvals = np.array(bvals, dtype=float)
+    bvecs = np.array(bvecs, dtype=float)
+    kwargs = {"subject": subject} if wants_subject else {}
+    try:
+        values = func(bvals, bvecs, n, rng, **kwargs)
+    except Exception as e:  # the user's code: say whose it was
+        raise ValueError(f"generator {spec!r} raised {type(e).__name__}: {e}") from e
+    return _check_attenuation(values, n, len(bvals), spec)
+
+
+def simulate(
+    subject,
+    method,
+    n_voxels,
+    seed=0,
+    *,
+    snr="auto",
+    noise="global",
+    pools=None,
+    mixture=Mixture(),
+    min_pool=DEFAULTS["min_pool"],
+    wm_fa_min=DEFAULTS["wm_fa_min"],
+):
     """Synthetic attenuation on the subject's own gradient table.
 
     Parameters
     ----------
     subject : helpers.data.Subject
-        Gives the gradient table, the tissue pools and the SNR estimate.
-    method : {"Syn", "Sampled", "SampleAndMean", "RandomWM"}
+        Gives the gradient table (every selected volume, each with its own b-value), the
+        tissue pools and the noise estimate.
+    method : str
+        "Syn", "Sampled", "SampleAndMean", "RandomWM", or a user generator
+        ``package.module:function`` (:func:`call_plugin`).
     n_voxels : int
-    seed : int or numpy Generator
+    seed : int, sequence of int or numpy Generator
+        Everything random (compartments, directions, noise) comes from
+        ``numpy.random.default_rng(seed)``.
     snr : "auto", float or "none"
-        σ = 1/SNR Rician noise; "auto" uses ``subject.snr``.
+        "auto" uses the subject's estimate; "none" adds no noise.
+    noise : {"global", "per_voxel"}
+        "global": σ = 1/SNR for every voxel (the method paper's). "per_voxel": each voxel's
+        σ is drawn from :func:`sigma_distribution` (the subject's σ/S0, scaled to median
+        1/snr when ``snr`` is a number).
     pools : Pools, optional
-        Reuse pools computed once per subject (:func:`tissue_pools`).
+        Reuse pools computed once per subject (:func:`tissue_pools`); otherwise Sampled
+        and SampleAndMean compute them with ``min_pool`` and ``wm_fa_min``.
+    mixture : Mixture
+        Compartments of the built-in tensor generators.
 
     Returns
     -------
     clean, noisy : (n_voxels, m) float32 ndarray
         Noise-free target and noisy input of the autoencoder.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, bad settings, a subject that cannot support the method
+        (:func:`method_support`), or a user generator that fails its checks.
     """
-    check_methods([method], where="simulate")
+    (method,) = check_methods([method], where="simulate")
     n_voxels = int(n_voxels)
     if n_voxels < 1:
         raise ValueError(f"n_voxels must be positive, got {n_voxels}")
-    snr = resolve_snr(snr, subject)
+    noise = parse_noise(noise)
+    if noise == "global":
+        snr_value = resolve_snr(snr, subject)
+        sigmas = None if snr_value is None else 1.0 / snr_value
+    else:
+        sigmas = sigma_distribution(subject, snr=snr)
     rng = np.random.default_rng(seed)
     bvals, bvecs = subject.bvals, subject.bvecs
-    if method == "RandomWM":
+    if is_plugin(method):
+        clean = call_plugin(method, bvals, bvecs, n_voxels, rng, subject=subject)
+    elif method == "RandomWM":
         f = rng.random((n_voxels, 1))
         rest = rng.random((n_voxels, len(bvals)))
-        clean = f * np.exp(-bvals * FREE_WATER_D) + (1 - f) * rest
+        clean = f * np.exp(-np.asarray(bvals, dtype=float) * FREE_WATER_D) + (1 - f) * rest
     else:
         if method != "Syn" and pools is None:
-            pools = tissue_pools(subject, min_pool=min_pool)
+            pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
         evals, evecs, fractions = draw_mixture(method, n_voxels, rng, pools=pools, mixture=mixture)
         clean = multi_tensor(bvals, bvecs, evals, evecs, fractions, dtype=np.float32)
     clean = clean.astype(np.float32, copy=False)
-    return clean, add_rician_noise(clean, snr, rng)
-
+    if isinstance(sigmas, np.ndarray):  # per_voxel: one σ per synthetic voxel
+        sigmas = sigmas[rng.integers(len(sigmas), size=n_voxels)]
+    return clean, add_rician_noise(clean, sigmas, rng)

@@ -1,4 +1,4 @@
-"""The multi-tensor kernel and the four generators (helpers.simulation).
+"""The multi-tensor kernel, the four generators, noise and method support (helpers.simulation).
 
 Expected values come from closed forms or from independent code (dipy's
 ``dipy.sims.voxel``, ``scipy.stats.rice``, ``scipy.spatial.transform.Rotation``), never from
@@ -9,6 +9,9 @@ tolerance in units of the standard error.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,17 +27,19 @@ from helpers.simulation import (
     Mixture,
     add_rician_noise,
     draw_mixture,
+    method_support,
     multi_tensor,
     random_rotations,
     resolve_snr,
+    sigma_distribution,
     simulate,
     tissue_pools,
 )
 
 SEED = 8675309
-ALLOWED = ["Syn", "Sampled", "SampleAndMean", "RandomWM"]  # design.md, "Generators"
+ALLOWED = ["Syn", "Sampled", "SampleAndMean", "RandomWM"]  # the method paper's four generators
 
-# Written out from design.md, not imported from the module under test.
+# The method paper's values, written out here, not imported from the module under test.
 SYN_WM = (1.5e-3, 3e-4, 3e-4)
 SYN_GM = 5e-4
 SYN_CSF = 3e-3
@@ -98,14 +103,32 @@ def fa_closed_form(ev):
     return np.sqrt(0.5 * ((l1 - l2) ** 2 + (l2 - l3) ** 2 + (l3 - l1) ** 2) / (l1**2 + l2**2 + l3**2))
 
 
-def make_subject(bvals, bvecs, *, attenuation=None, shape=(2, 2, 2), tissue=None, snr=30.0):
-    """A Subject built by hand (no loader): every voxel of ``shape`` is brain."""
+SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
+
+
+def make_subject(
+    bvals, bvecs, *, attenuation=None, shape=(2, 2, 2), tissue=None, snr=30.0, s0=None, sigma=None, dti_max_b=1500.0
+):
+    """A Subject built by hand (no loader): every voxel of ``shape`` is brain.
+
+    ``sigma`` (noise sd in scanner units) and ``dti_max_b`` are passed when the Subject
+    class has those fields; without a ``sigma`` field, the same noise is stated through
+    ``snr = median S0 / sigma``.
+    """
     indices = np.argwhere(np.ones(shape, dtype=bool))
     n = len(indices)
     if attenuation is None:
         attenuation = np.full((n, len(bvals)), 0.5, dtype=np.float32)
     if tissue is None:
         tissue = np.full(n, 3, dtype=np.uint8)
+    s0 = np.ones(n, dtype=np.float32) if s0 is None else np.asarray(s0, dtype=np.float32)
+    extra = {}
+    if sigma is not None:
+        snr = float(np.median(s0)) / sigma
+        if "sigma" in SUBJECT_FIELDS:
+            extra["sigma"] = float(sigma)
+    if "dti_max_b" in SUBJECT_FIELDS:
+        extra["dti_max_b"] = dti_max_b
     return Subject(
         attenuation=np.asarray(attenuation, dtype=np.float32),
         bvals=np.asarray(bvals, dtype=float),
@@ -114,9 +137,10 @@ def make_subject(bvals, bvecs, *, attenuation=None, shape=(2, 2, 2), tissue=None
         shape=tuple(shape),
         affine=np.eye(4),
         tissue=np.asarray(tissue, dtype=np.uint8),
-        s0=np.ones(n, dtype=np.float32),
+        s0=s0,
         snr=snr,
         info={"subject": "synthetic-test"},
+        **extra,
     )
 
 
@@ -505,19 +529,19 @@ def test_tissue_pools_fall_back_to_uneroded_mask_and_report_it(tissue_subject):
     assert set(_rows_are_known(pools.wm, [WM_A, WM_B, WM_EDGE])) == {0, 1, 2}
 
 
-def test_tissue_pools_too_few_wm_voxels_names_wm_and_count(tissue_subject):
+def test_tissue_pools_tiny_pool_is_used_and_an_empty_one_named(tissue_subject):
     subj, _, _ = tissue_subject
-    with pytest.raises(ValueError, match=r"WM.*\b94\b") as err:
-        tissue_pools(subj, min_pool=95)
-    assert "GM" not in str(err.value) and "CSF" not in str(err.value)
-    # a subject whose WM is all low-FA: count 0
+    pools = tissue_pools(subj, min_pool=95)  # 94 uneroded high-FA WM voxels: below min_pool, still used
+    assert pools.report["WM"]["tiny"] is True and pools.report["WM"]["voxels"] == 94 and len(pools.wm) == 94
+    # a subject whose WM is all low-FA: an empty pool is an error naming WM
     idx, tissue, evals, _ = _tissue_truth()
     evals = np.where((tissue == 3)[:, None], WM_LOW_FA, evals)
     bvecs = fibonacci_hemisphere(30)
     att = np.exp(-B * (bvecs**2) @ evals.T).T  # axis-aligned tensors
     low = make_subject(np.full(30, B), bvecs, attenuation=att, shape=SHAPE, tissue=tissue)
-    with pytest.raises(ValueError, match=r"WM.*\b0\b"):
+    with pytest.raises(ValueError, match=r"no WM voxel with FA > 0.7") as err:
         tissue_pools(low, min_pool=1)
+    assert "GM" not in str(err.value) and "CSF" not in str(err.value)
 
 
 def test_sampled_draws_only_pool_triplets(tissue_subject, rng):
@@ -556,8 +580,6 @@ def test_simulate_sampled_builds_pools_from_subject(tissue_subject):
     a = simulate(subj, "Sampled", 300, seed=2, snr=None, min_pool=5)
     b = simulate(subj, "Sampled", 300, seed=2, snr=None, pools=pools)
     np.testing.assert_array_equal(a[0], b[0])
-    with pytest.raises(ValueError, match="WM"):
-        simulate(subj, "SampleAndMean", 10, seed=2, snr=None, min_pool=95)
 
 
 # ----------------------------------------------------------------------------- 6. Rician noise
@@ -567,7 +589,7 @@ def test_simulate_sampled_builds_pools_from_subject(tissue_subject):
 def test_rician_noise_mean_and_variance(A, snr):
     n = 1_000_000
     sigma = 1 / snr
-    out = add_rician_noise(np.full(n, A, dtype=np.float32), snr, np.random.default_rng(11))
+    out = add_rician_noise(np.full(n, A, dtype=np.float32), sigma, np.random.default_rng(11))
     assert out.dtype == np.float32 and out.shape == (n,) and out.min() >= 0
     ref = stats.rice(b=A / sigma, scale=sigma)
     mean, var = ref.mean(), ref.var()
@@ -695,3 +717,250 @@ def test_one_voxel():
     subj = make_subject([1000.0] * 3, np.eye(3))
     clean, noisy = simulate(subj, "Syn", 1, seed=0, snr=10)
     assert clean.shape == noisy.shape == (1, 3)
+
+
+def rice_moments(A, sigma):
+    """Mean and variance of Rice(A, σ) from the closed form
+    E R = σ sqrt(π/2) L_{1/2}(-x), x = A²/(2σ²), L_{1/2}(-x) = e^{-x/2}((1 + x) I0(x/2) + x I1(x/2)),
+    with exponentially scaled Bessel functions, so it holds at high A/σ where scipy's
+    ``rice`` overflows; Var R = 2σ² + A² - (E R)²."""
+    A = np.asarray(A, dtype=float)
+    x = A**2 / (2 * sigma**2)
+    mean = sigma * np.sqrt(np.pi / 2) * ((1 + x) * special.i0e(x / 2) + x * special.i1e(x / 2))
+    return mean, 2 * sigma**2 + A**2 - mean**2
+
+
+def test_rice_moments_helper_matches_scipy():
+    for A, s in ((0.0, 0.2), (0.5, 0.2), (0.6, 0.05), (0.3, 0.02)):
+        ref = stats.rice(b=A / s, scale=s)
+        np.testing.assert_allclose(rice_moments(A, s), (ref.mean(), ref.var()), rtol=1e-9)
+
+
+def test_rician_noise_per_row_sigma_matches_rice_moments():
+    """One σ per row (voxel): each row's noise has that row's Rician moments."""
+    levels = np.array([0.01, 0.05, 0.2])
+    n, m, A = 30_000, 20, 0.6
+    sigma = np.repeat(levels, n // 3)
+    out = add_rician_noise(np.full((n, m), A, dtype=np.float32), sigma, np.random.default_rng(5))
+    assert out.shape == (n, m) and out.dtype == np.float32
+    for s in levels:
+        rows = out[sigma == s].astype(float)
+        mean, var = rice_moments(A, s)
+        k = rows.size  # 200,000 values: SE of the variance ~ sqrt(2/k) = 0.3%; 1.5%
+        assert abs(rows.var() / var - 1) < 0.015, s
+        assert abs(rows.mean() - mean) < 5 * np.sqrt(var / k), s
+    # a per-row σ that is the same everywhere draws exactly what the scalar does
+    sig = np.random.default_rng(0).random((50, 7)).astype(np.float32)
+    np.testing.assert_array_equal(
+        add_rician_noise(sig, np.full(50, 0.05), np.random.default_rng(1)),
+        add_rician_noise(sig, 0.05, np.random.default_rng(1)),
+    )
+
+
+@pytest.mark.parametrize("bad", [np.full(3, 0.1), np.full((4, 7), 0.1), -0.1, np.r_[0.1, np.nan, 0.1, 0.1]])
+def test_rician_noise_rejects_bad_sigma(bad):
+    with pytest.raises(ValueError, match="sigma"):
+        add_rician_noise(np.zeros((4, 7)), bad, np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------- 10. shells
+
+
+def test_multi_shell_syn_matches_dipy_multi_tensor():
+    """Several b-values in one table: simulate's clean Syn voxels equal dipy's multi_tensor
+    on the compartments draw_mixture draws from the same seed (simulate draws the mixture
+    first, then the noise)."""
+    rng = np.random.default_rng(SEED)
+    bvals = np.r_[np.full(12, 1000.0), np.full(12, 2000.0), np.full(8, 3000.0)]
+    bvecs = unit_vectors(rng, len(bvals))
+    subj = make_subject(bvals, bvecs)
+    n, seed = 40, 77
+    clean, noisy = simulate(subj, "Syn", n, seed=seed, snr=None)
+    evals, evecs, fractions = draw_mixture("Syn", n, np.random.default_rng(seed))
+    gtab = gradient_table(np.r_[0.0, bvals], bvecs=np.r_[np.zeros((1, 3)), bvecs], b0_threshold=0)
+    expected = np.array(
+        [
+            dipy_multi_tensor(gtab, evals[i], angles=evecs[i, :, :, 0], fractions=100 * fractions[i], snr=None)[0][1:]
+            for i in range(n)
+        ]
+    )
+    assert clean.shape == (n, len(bvals))
+    np.testing.assert_allclose(clean, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(noisy, clean)
+    # each shell decays further than the one below it
+    means = [clean[:, bvals == b].mean() for b in (1000.0, 2000.0, 3000.0)]
+    assert means[0] > means[1] > means[2]
+
+
+def test_pools_use_only_volumes_up_to_dti_max_b(tissue_subject):
+    """A b=3000 shell of nonsense (random values) does not change the pools: the tensor
+    is fitted on b <= dti_max_b only (Subject.dti_columns)."""
+    if not hasattr(Subject, "dti_columns"):
+        pytest.skip("this Subject has no dti_columns (tensor fit on every volume)")
+    subj, evals, interior = tissue_subject
+    junk = np.random.default_rng(1).uniform(0.05, 0.9, size=(subj.n_voxels, 10))
+    bvecs = np.r_[subj.bvecs, unit_vectors(np.random.default_rng(2), 10)]
+    multi = make_subject(
+        np.r_[subj.bvals, np.full(10, 3000.0)], bvecs, attenuation=np.c_[subj.attenuation, junk],
+        shape=SHAPE, tissue=subj.tissue, snr=25.0, dti_max_b=1500.0,
+    )
+    pools = tissue_pools(multi, min_pool=5)
+    np.testing.assert_allclose(pools.wm, tissue_pools(subj, min_pool=5).wm, rtol=1e-6)
+    fa = fa_closed_form(evals)
+    np.testing.assert_allclose(pools.wm, evals[(subj.tissue == 3) & interior & (fa > 0.7)], rtol=1e-6)
+    clean, _ = simulate(multi, "Sampled", 50, seed=1, snr=None, pools=pools)
+    assert clean.shape == (50, 40)
+
+
+# ----------------------------------------------------------------------------- 11. per-voxel noise
+
+
+def two_class_subject(n_low=16, n_high=48):
+    """S0 = 250 in a quarter of the voxels, 1000 in the rest; σ = 10 scanner units, so
+    σ/S0 is 0.04 (a quarter) or 0.01 (three quarters): median 0.01."""
+    shape = (n_low + n_high, 1, 1)
+    s0 = np.r_[np.full(n_low, 250.0), np.full(n_high, 1000.0)]
+    b = np.full(30, 200.0)  # low b: high signal, so the noise is close to Gaussian
+    return make_subject(b, fibonacci_hemisphere(30), shape=shape, s0=s0, sigma=10.0)
+
+
+def rician_mean_square(clean, sigma):
+    """E (R - A)² for R ~ Rice(A, σ): 2σ² + 2A² - 2A E R."""
+    A = clean.astype(float)
+    mean, _ = rice_moments(A, sigma)
+    return 2 * sigma**2 + 2 * A**2 - 2 * A * mean
+
+
+@pytest.mark.parametrize("snr, levels", [("auto", (0.01, 0.04)), (50.0, (0.02, 0.08))])
+def test_per_voxel_noise_draws_the_subjects_sigma_distribution(snr, levels):
+    subj = two_class_subject()
+    low, high = levels
+    np.testing.assert_allclose(np.sort(np.unique(np.round(sigma_distribution(subj, snr=snr), 10))), levels)
+    n = 4000
+    clean, noisy = simulate(subj, "Syn", n, seed=3, snr=snr, noise="per_voxel")
+    diff = noisy.astype(float) - clean
+    rms = np.sqrt((diff**2).mean(axis=1))  # per voxel, over 30 volumes: ~13% spread
+    is_high = rms > np.sqrt(low * high)  # the classes are 2x either side of this
+    # a quarter of the brain voxels have the high σ/S0: binomial SE 0.0068; 0.03 ~ 4.4 SE
+    assert abs(is_high.mean() - 0.25) < 0.03
+    for sel, s in ((is_high, high), (~is_high, low)):
+        expected = rician_mean_square(clean[sel], s).mean()
+        # >= 30,000 values: SE of a mean square ~ sqrt(2 / 30,000) = 0.8%; 4%
+        assert abs((diff[sel] ** 2).mean() / expected - 1) < 0.04, s
+
+
+def test_global_noise_is_one_sigma_for_every_voxel():
+    subj = two_class_subject()
+    clean, noisy = simulate(subj, "Syn", 2000, seed=3, snr=50.0, noise="global")
+    diff = noisy.astype(float) - clean
+    rms = np.sqrt((diff**2).mean(axis=1))
+    assert np.all(rms < np.sqrt(0.02 * 0.08))  # no voxel in a high-σ class
+    np.testing.assert_allclose((diff**2).mean() / rician_mean_square(clean, 0.02).mean(), 1, atol=0.03)
+
+
+def test_per_voxel_noise_is_deterministic_and_skips_bad_s0():
+    subj = two_class_subject()
+    subj.s0[:3] = 0.0  # S0 <= 0: no σ/S0; the other voxels keep the two levels
+    values = sigma_distribution(subj, snr="auto")
+    assert len(values) == subj.n_voxels - 3 and np.all(np.isfinite(values))
+    a = simulate(subj, "RandomWM", 300, seed=8, snr=40, noise="per_voxel")
+    b = simulate(subj, "RandomWM", 300, seed=8, snr=40, noise="per_voxel")
+    np.testing.assert_array_equal(a[1], b[1])
+    assert sigma_distribution(subj, snr="none") is None
+    none = simulate(subj, "RandomWM", 30, seed=8, snr=None, noise="per_voxel")
+    np.testing.assert_array_equal(none[0], none[1])
+
+
+def test_per_voxel_noise_needs_a_positive_s0():
+    subj = make_subject([1000.0] * 3, np.eye(3), s0=np.zeros(8), snr=None)
+    with pytest.raises(ValueError, match="S0"):
+        simulate(subj, "Syn", 10, snr=20, noise="per_voxel")
+
+
+def test_unknown_noise_mode_lists_the_modes():
+    subj = make_subject([1000.0] * 3, np.eye(3))
+    with pytest.raises(ValueError, match=r"noise.*global.*per_voxel"):
+        simulate(subj, "Syn", 10, snr=20, noise="local")
+
+
+# ----------------------------------------------------------------------------- 12. support
+
+
+def test_tissue_pools_report_tiny_and_wm_fa_min(tissue_subject):
+    subj, evals, interior = tissue_subject
+    pools = tissue_pools(subj, min_pool=13)
+    assert pools.report["WM"]["fallback"] is True and pools.report["WM"]["eroded"] is False
+    assert pools.report["WM"]["tiny"] is False  # 94 uneroded voxels >= 13
+    assert pools.report["WM"]["eroded_voxels"] == 12 and pools.report["WM"]["fa_min"] == 0.7
+    assert pools.report["GM"]["tiny"] is False and pools.report["CSF"]["tiny"] is False
+    # a lower FA threshold lets the 4 interior low-FA WM voxels (FA 0.30) into the pool
+    low = tissue_pools(subj, min_pool=5, wm_fa_min=0.25)
+    assert low.report["WM"]["voxels"] == 16
+    np.testing.assert_allclose(low.wm, evals[(subj.tissue == 3) & interior], rtol=1e-6)
+
+
+def _support_subject(*, low_fa_wm=False, no_csf=False):
+    idx, tissue, evals, _ = _tissue_truth()
+    if low_fa_wm:
+        evals = np.where((tissue == 3)[:, None], WM_LOW_FA, evals)
+    if no_csf:
+        tissue = np.where(tissue == 1, 2, tissue).astype(np.uint8)  # the CSF slab becomes GM
+    bvecs = fibonacci_hemisphere(30)
+    att = np.exp(-B * (bvecs**2) @ evals.T).T  # axis-aligned tensors
+    return make_subject(np.full(30, B), bvecs, attenuation=att, shape=SHAPE, tissue=tissue)
+
+
+def test_method_support_names_missing_high_fa_wm():
+    subj = _support_subject(low_fa_wm=True)
+    for method in ("Sampled", "SampleAndMean"):
+        reason = method_support(subj, method, min_pool=20, wm_fa_min=0.7)
+        assert reason is not None
+        assert method in reason and "no WM voxel with FA > 0.7" in reason
+        assert "GM" not in reason and "CSF" not in reason
+    for method in ("Syn", "RandomWM", "mylab.gens:ball_stick"):
+        assert method_support(subj, method, min_pool=20, wm_fa_min=0.7) is None
+    # WM_LOW_FA has FA 0.30: a threshold below it supports the method
+    assert method_support(subj, "Sampled", min_pool=20, wm_fa_min=0.25) is None
+    with pytest.raises(ValueError, match=r"no WM voxel with FA > 0.7"):
+        tissue_pools(subj, min_pool=20)
+
+
+def test_method_support_names_an_empty_csf_class():
+    subj = _support_subject(no_csf=True)
+    reason = method_support(subj, "Sampled", min_pool=20, wm_fa_min=0.7)
+    assert "no CSF voxel" in reason and "WM" not in reason
+    both = method_support(_support_subject(no_csf=True, low_fa_wm=True), "SampleAndMean", min_pool=20, wm_fa_min=0.7)
+    assert "no WM voxel with FA > 0.7" in both and "no CSF voxel" in both
+    with pytest.raises(ValueError, match="no CSF voxel"):
+        simulate(subj, "Sampled", 10, snr=None, min_pool=20)
+    assert simulate(subj, "Syn", 10, snr=None)[0].shape == (10, 30)
+
+
+def test_method_support_is_none_when_pools_suffice(tissue_subject):
+    subj, _, _ = tissue_subject
+    assert method_support(subj, "Sampled", min_pool=5, wm_fa_min=0.7) is None
+    # pools below min_pool are tiny, not missing: the method still runs
+    assert method_support(subj, "Sampled", min_pool=95, wm_fa_min=0.7) is None
+
+
+@pytest.mark.parametrize("kwargs, match", [({"min_pool": 0}, "min_pool"), ({"wm_fa_min": 1.5}, "wm_fa_min")])
+def test_method_support_rejects_bad_settings(tissue_subject, kwargs, match):
+    subj, _, _ = tissue_subject
+    settings = {"min_pool": 20, "wm_fa_min": 0.7, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        method_support(subj, "Sampled", **settings)
+    with pytest.raises(ValueError, match="unknown method"):
+        method_support(subj, "Synth", min_pool=20, wm_fa_min=0.7)
+
+
+# ----------------------------------------------------------------------------- 13. dependencies
+
+
+def test_simulation_imports_no_config_io_or_runner():
+    """The numerical kernel imports neither the YAML config, I/O nor the runner (fresh
+    interpreter, so other tests' imports do not count)."""
+    forbidden = ("helpers.config", "helpers.io", "helpers.pipeline", "helpers.batch", "yaml")
+    code = f"import sys, helpers.simulation\nprint([m for m in {forbidden!r} if m in sys.modules])\n"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
