@@ -362,10 +362,15 @@ def verdict_text(results, summary):
         n_subjects=subjects.groupby("dataset")["subject"].nunique().to_dict(),
         skipped=results["skipped"],
         collapsed=_collapsed_detail(results["diagnostics"]),
-        tiny_pools={(r.dataset, r.subject): r.tiny_pools for r in subjects.itertuples() if r.tiny_pools},
+        tiny_pools=[
+            f"{r.dataset} / {r.subject}: tiny tissue pool(s) {', '.join(r.tiny_pools)}, fewer than min_pool even "
+            "uneroded; the sampled eigenvalues come from these few voxels"
+            for r in subjects.itertuples()
+            if r.tiny_pools
+        ],
         approximate_tissue=sorted(subjects.loc[subjects["tissue_source"].str.startswith("approximate"), "subject"]),
         synthetic=sorted(subjects.loc[subjects["synthetic"], "subject"]),
-        realism_agreement=summary["agreement"],
+        realism_agreement=None if summary["agreement"] is None else dict(zip(summary["agreement"]["dataset"], summary["agreement"]["sentence"])),
         verdict_without_collapsed=summary["verdict_without_collapsed"],
     )
 
@@ -378,5 +383,5 @@ def _collapsed_detail(diagnostics):
     if "collapsed" not in wide:
         return None
     median = wide.groupby(["dataset", "subject", "method"])["val_loss"].transform("median")
-    wide["loss_ratio"] = wide["val_loss"] / median
-    return wide.loc[wide["collapsed"] > 0, ["dataset", "subject", "method", "replicate", "val_loss", "loss_ratio"]].reset_index(drop=True)
+    wide["ratio"] = wide["val_loss"] / median
+    return wide.loc[wide["collapsed"] > 0, ["dataset", "subject", "method", "replicate", "val_loss", "ratio"]].reset_index(drop=True)

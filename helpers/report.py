@@ -1,56 +1,359 @@
-"""The words and maps of the results notebook: a short reading of the tables."""
+"""The words of the results report: a verdict first, a compact statistics table, maps.
+
+:func:`verdict_markdown` turns the verdict table (:func:`helpers.stats.verdict`) into the
+Markdown the summary report opens with: per dataset and metric, the closest generator,
+its margin over the next with a 95% confidence interval, how often it ranked first, and
+the noise floor beside signal MAE. What a reader must know to weigh it (a quick profile,
+skipped methods, collapsed models, tiny tissue pools) comes right after; the caveats come
+once, at the end. :func:`stats_display` shortens the pairwise tests to what a reader reads.
+
+Labels come from :mod:`helpers.contract`; this module imports no figure code.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
-from helpers.figures import METRIC_LABELS
-from helpers.io import load_json
+from helpers.contract import DEFAULTS, METRIC_LABELS, method_name
+from helpers.stats import MIN_SUBJECTS, check_table
 
-__all__ = ["reading", "error_map_volumes"]
+__all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name",
+           "VERDICT_COLUMNS", "STATS_COLUMNS"]
+
+VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
+                   "margin", "ci_low", "ci_high", "level", "n_units", "rank_held", "rank_n",
+                   "floor", "ratio_to_floor")
+"""Columns of the verdict table (:func:`helpers.stats.verdict`)."""
+
+STATS_COLUMNS = ("dataset", "metric", "method_a", "method_b", "test", "mean_diff", "ci_low",
+                 "ci_high", "p_holm", "stars", "held", "n_compared")
+"""Columns of the pairwise tests (:func:`helpers.stats.compare_methods`) this module reads."""
+
+_QUICK = "quick"
 
 
+def metric_name(metric):
+    """A metric's name in prose: its label without the unit, e.g. ``"angular deviation"``.
 
-def reading(metrics, stats, subject_dirs=()):
-    """A few Markdown lines saying what the tables show, per dataset.
-
-    Ranks the methods by each metric (mean over subjects, all voxels), counts the method
-    pairs that differ significantly, and repeats the caveats a reader must not miss:
-    voxel-level tests, approximate tissue maps, synthetic benchmark subjects.
+    >>> metric_name("angle_deg"), metric_name("signal_mae"), metric_name("other")
+    ('angular deviation', 'signal MAE', 'other')
     """
+    return METRIC_LABELS.get(metric, metric).split(" (")[0]
+
+
+def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=None,
+                     tiny_pools=None, approximate_tissue=(), synthetic=(),
+                     realism_agreement=None, verdict_without_collapsed=None):
+    """The report's opening: which generator is closest, by how much, how sure.
+
+    Parameters
+    ----------
+    verdict : pandas.DataFrame
+        One row per (dataset, metric), columns :data:`VERDICT_COLUMNS`; ``margin`` is
+        ``runner_mean - best_mean`` and ``ci_low, ci_high`` its 95% interval across
+        ``n_units`` units of ``level`` (``"subject"`` or ``"replicate"``); ``rank_held``
+        of ``rank_n`` units ranked ``best`` first; ``floor``/``ratio_to_floor`` are NaN
+        except for signal MAE.
+    profile : str or dict
+        The profile name (``"quick"``, ``"paper"``), or the profile dict with ``name``.
+    n_subjects : int or dict of str to int
+        Subjects per dataset (one number for every dataset).
+    skipped : dict or pandas.DataFrame, optional
+        Methods a scan could not support: ``{method: reason}``, ``{subject: {method:
+        reason}}``, or a table with ``method, reason`` (and optionally ``dataset,
+        subject``).
+    collapsed : pandas.DataFrame, optional
+        Collapsed replicate models: ``dataset, subject, method, replicate`` and
+        optionally ``ratio`` (its validation loss over its method's median).
+    tiny_pools : str, list of str, dict or pandas.DataFrame, optional
+        Tissue pools with fewer than ``min_pool`` voxels, as sentences (a dict maps a
+        subject to its sentence(s); a table's rows are joined ``column: value``).
+    approximate_tissue : iterable of str, optional
+        Subjects whose tissue maps are approximate (DTI thresholds).
+    synthetic : iterable of str, optional
+        Subjects that are synthetic phantoms, not scans.
+    realism_agreement : str, dict or pandas.DataFrame, optional
+        Whether the second judge agrees: a sentence, ``{dataset: sentence}``, or a table
+        with ``dataset`` and ``agree`` (bool) and optionally ``note``.
+    verdict_without_collapsed : pandas.DataFrame, optional
+        The verdict recomputed without the collapsed models; the text says whether the
+        closest generator changes.
+
+    Returns
+    -------
+    str
+        Markdown. A quick profile opens with a bold line saying it is a smoke test of the
+        pipeline, not a finding. Then per dataset one line per metric, e.g.
+        ``**Closest: Sampled** on angular deviation — 4.6° vs 5.5° (SampleAndMean),
+        margin 0.9° [95% CI -1.1, 2.9], lowest in 4/5 replicates.`` followed by whether
+        the interval excludes 0. Skipped methods, collapsed models and tiny pools are
+        named after the verdicts; caveats come once, at the end.
+    """
+    check_table(verdict, VERDICT_COLUMNS, "verdict")
+    name = profile.get("name", "") if isinstance(profile, dict) else str(profile)
     lines = []
-    overall = metrics[metrics["tissue"] == "all"]
-    for dataset, frame in overall.groupby("dataset", sort=False):
-        n_sub = frame["subject"].nunique()
-        lines.append(f"**{dataset}** ({n_sub} subject{'s' if n_sub != 1 else ''}):")
-        for metric, label in METRIC_LABELS.items():
-            means = frame[frame["metric"] == metric].groupby("method")["value"].mean().sort_values()
-            if means.empty:
-                continue
-            ranked = ", ".join(f"{m} {v:.4g}" for m, v in means.items())
-            lines.append(f"- {label}, lowest first: {ranked}.")
-        s = stats[(stats["dataset"] == dataset) & (stats["test"] == "paired_t")]
-        if len(s):
-            sig = s[s["p_holm"] < 0.05]
-            pairs = "; ".join(f"{r.metric}: {r.method_a} vs {r.method_b} {r.stars}" for r in sig.itertuples())
-            lines.append(f"- paired t-tests, Holm-corrected: {len(sig)} of {len(s)} method pairs differ (p < 0.05){': ' + pairs if pairs else ''}.")
-            caveats = sorted({c for c in s["caveat"] if isinstance(c, str) and c})
-            lines += [f"- *Caveat:* {c}." for c in caveats]
-    infos = [load_json(Path(d) / "subject.json")["info"] for d in subject_dirs]
-    approx = sorted({str(i.get("subject")) for i in infos if str(i.get("tissue_source", "")).startswith("approximate")})
-    if approx:
-        lines.append(f"\n*Tissue maps of {', '.join(approx)} are approximate (DTI thresholds): per-tissue numbers are indicative.*")
-    synthetic = sorted({str(i.get("subject")) for i in infos if i.get("synthetic")})
-    if synthetic:
-        lines.append(f"\n**These subjects are synthetic benchmark phantoms, not scans: {', '.join(synthetic)}.**")
-    return "\n".join(lines)
+    if name == _QUICK:
+        lines += ["**Quick profile: this is a smoke test of the pipeline, not a finding.** "
+                  "Few voxels, few epochs and few replicates only show that every step "
+                  "runs; run the paper profile before reading anything into the numbers.", ""]
+    else:
+        lines += [f"Profile: **{name}**.", ""]
+    datasets = list(pd.unique(verdict["dataset"]))
+    agreement = _agreement(realism_agreement, datasets)
+    for dataset in datasets:
+        n = _n_for(n_subjects, dataset)
+        lines.append(f"### {dataset}: {n} subject{'s' if n != 1 else ''}")
+        lines.append("")
+        for row in verdict[verdict["dataset"] == dataset].itertuples(index=False):
+            lines.append(f"- {_verdict_line(row)} {_how_sure(row)}")
+        if dataset in agreement:
+            lines.append(f"- Second judge (two-sample test): {agreement[dataset]}")
+        lines.append("")
+    lines += _skipped_lines(skipped)
+    lines += _collapsed_lines(collapsed, verdict, verdict_without_collapsed)
+    lines += _pool_lines(tiny_pools)
+    lines += _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def stats_display(stats, *, tests=None):
+    """The pairwise tests as a compact table for the report.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        :func:`helpers.stats.compare_methods` output (columns :data:`STATS_COLUMNS`).
+    tests : sequence of str, optional
+        Keep only these tests (e.g. ``["paired_t", "welch_t"]``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dataset, metric, pair, test, mean diff [95% CI], Holm p, stars, held``,
+        numbers formatted as text: ``pair`` is ``"A vs B"``, the difference is A − B
+        (negative: A closer), ``held`` is ``"n/N"`` units where A < B. No per-row caveats:
+        they belong once under the table.
+    """
+    check_table(stats, STATS_COLUMNS, "stats")
+    s = stats if tests is None else stats[stats["test"].isin(list(tests))]
+    out = pd.DataFrame({
+        "dataset": s["dataset"].to_numpy(),
+        "metric": [metric_name(m) for m in s["metric"]],
+        "pair": [f"{a} vs {b}" for a, b in zip(s["method_a"], s["method_b"])],
+        "test": s["test"].to_numpy(),
+        "mean diff [95% CI]": [
+            f"{_num(d, m)} [{_num(lo, m)}, {_num(hi, m)}]" if _finite(d) else "–"
+            for d, lo, hi, m in zip(s["mean_diff"], s["ci_low"], s["ci_high"], s["metric"])],
+        "Holm p": [f"{float(p):.2g}" if _finite(p) else "–" for p in s["p_holm"]],
+        "stars": [x if isinstance(x, str) else "" for x in s["stars"]],
+        "held": [f"{int(h)}/{int(n)}" if _finite(h) and _finite(n) else "–"
+                 for h, n in zip(s["held"], s["n_compared"])],
+    })
+    return out.reset_index(drop=True)
 
 
 def error_map_volumes(subject_dir, methods, metric):
-    """method -> 3-D per-voxel error map (NaN outside the brain) read from
-    ``metrics/maps/<method>_<metric>.nii.gz``."""
+    """Method name -> 3-D per-voxel error map (NaN outside the brain), the mean over
+    replicates, read from ``metrics/maps/<name>_<metric>.nii.gz``.
+
+    ``methods`` may be names or specs (``package.module:function``). A method without a
+    map (skipped for this subject) is left out; none at all is a ``ValueError``.
+    """
     maps = Path(subject_dir) / "metrics" / "maps"
-    return {m: np.asarray(nib.load(maps / f"{m}_{metric}.nii.gz").dataobj) for m in methods}
+    out = {}
+    for spec in methods:
+        name = method_name(spec)
+        path = maps / f"{name}_{metric}.nii.gz"
+        if path.is_file():
+            out[name] = np.asarray(nib.load(path).dataobj, dtype=float)
+    if not out:
+        names = [method_name(m) for m in methods]
+        raise ValueError(f"{maps}: no {metric!r} map for any of {names}")
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finite(x):
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(x, metric):
+    """A value in the metric's unit: degrees to 0.1, others to 3 significant digits."""
+    if not _finite(x):
+        return "–"
+    return f"{float(x):.1f}" if metric == "angle_deg" else f"{float(x):.3g}"
+
+
+def _unit(metric):
+    return "°" if metric == "angle_deg" else ""
+
+
+def _verdict_line(r):
+    u = _unit(r.metric)
+    line = f"**Closest: {r.best}** on {metric_name(r.metric)} — {_num(r.best_mean, r.metric)}{u}"
+    if isinstance(r.runner_up, str) and r.runner_up:
+        line += (f" vs {_num(r.runner_mean, r.metric)}{u} ({r.runner_up}), "
+                 f"margin {_num(r.margin, r.metric)}{u}")
+        if _finite(r.ci_low) and _finite(r.ci_high):
+            line += f" [95% CI {_num(r.ci_low, r.metric)}, {_num(r.ci_high, r.metric)}]"
+    else:
+        line += " (the only method)"
+    if _finite(r.rank_held) and _finite(r.rank_n) and int(r.rank_n) > 0:
+        # ranks are counted over (subject, replicate) models at either level
+        line += f", lowest in {int(r.rank_held)}/{int(r.rank_n)} replicates"
+    if _finite(r.ratio_to_floor) and _finite(r.floor):
+        line += f"; {float(r.ratio_to_floor):.2f}x the noise floor {float(r.floor):.2g}"
+    note = getattr(r, "note", "")
+    if isinstance(note, str) and note.strip():
+        line += f" ({note.strip()})"
+    return line + "."
+
+
+def _how_sure(r):
+    if not (isinstance(r.runner_up, str) and r.runner_up):
+        return ""
+    n = int(r.n_units) if _finite(r.n_units) else 0
+    if r.level == "subject":
+        across = f"across {n} subject{'s' if n != 1 else ''}"
+    else:  # a Welch interval over both methods' replicate values
+        across = f"across {n} replicate models of the two methods"
+    if not (_finite(r.ci_low) and _finite(r.ci_high)):
+        return f"Too few units for an interval ({across})."
+    if float(r.ci_low) > 0:
+        return (f"The interval excludes 0 ({across}): {r.best} is closer than "
+                f"{r.runner_up} with 95% confidence.")
+    if float(r.ci_high) < 0:
+        return (f"The interval lies below 0 ({across}): the order of {r.best} and "
+                f"{r.runner_up} is not settled.")
+    return (f"The interval includes 0 ({across}): {r.best} and {r.runner_up} cannot be told "
+            "apart on this metric.")
+
+
+def _n_for(n_subjects, dataset):
+    if isinstance(n_subjects, dict):
+        return int(n_subjects.get(dataset, 0))
+    return int(n_subjects)
+
+
+def _agreement(realism_agreement, datasets):
+    """{dataset: sentence} from the forms :func:`verdict_markdown` accepts."""
+    if realism_agreement is None:
+        return {}
+    if isinstance(realism_agreement, str):
+        return dict.fromkeys(datasets, realism_agreement)
+    if isinstance(realism_agreement, dict):
+        return {d: str(v) for d, v in realism_agreement.items()}
+    check_table(realism_agreement, ("dataset", "agree"), "realism_agreement")
+    out = {}
+    for row in realism_agreement.to_dict("records"):
+        text = ("the two judges agree on which generator is closest" if bool(row["agree"])
+                else "the two judges disagree on which generator is closest")
+        note = row.get("note")
+        out[row["dataset"]] = text + (f" ({note})" if isinstance(note, str) and note else "") + "."
+    return out
+
+
+def _skipped_records(skipped):
+    if skipped is None:
+        return []
+    if isinstance(skipped, pd.DataFrame):
+        check_table(skipped, ("method", "reason"), "skipped")
+        return skipped.to_dict("records")
+    records = []
+    for key, value in dict(skipped).items():
+        if isinstance(value, dict):  # {subject: {method: reason}}
+            records += [{"subject": key, "method": m, "reason": r} for m, r in value.items()]
+        else:
+            records.append({"method": key, "reason": value})
+    return records
+
+
+def _skipped_lines(skipped):
+    records = _skipped_records(skipped)
+    if not records:
+        return []
+    groups = {}
+    for r in records:
+        where = "/".join(str(r[k]) for k in ("dataset", "subject") if r.get(k) is not None
+                         and str(r[k]) not in ("", "nan"))
+        groups.setdefault((str(r["method"]), str(r["reason"])), []).append(where)
+    lines = ["**Skipped methods** (the scan cannot support them; the other methods ran):"]
+    for (method, reason), where in groups.items():
+        on = ", ".join(w for w in dict.fromkeys(where) if w)
+        lines.append(f"- {method}{' on ' + on if on else ''}: {reason}")
+    return lines + [""]
+
+
+def _collapsed_lines(collapsed, verdict, without):
+    if collapsed is None or len(collapsed) == 0:
+        return []
+    check_table(collapsed, ("dataset", "subject", "method", "replicate"), "collapsed")
+    ratio = DEFAULTS["collapse_ratio"]
+    lines = [f"**Collapsed replicate models** (validation loss above {ratio:g}x their method's "
+             "median; kept in the tables, marked X in the figures):"]
+    for r in collapsed.to_dict("records"):
+        text = f"- {r['method']} replicate {r['replicate']} of {r['dataset']}/{r['subject']}"
+        if _finite(r.get("ratio")):
+            text += f" (validation loss {float(r['ratio']):.1f}x its method's median)"
+        lines.append(text)
+    if without is None:
+        lines.append("- The verdict was not recomputed without them.")
+    else:
+        check_table(without, ("dataset", "metric", "best"), "verdict_without_collapsed")
+        before = {(d, m): b for d, m, b in zip(verdict["dataset"], verdict["metric"],
+                                               verdict["best"])}
+        changes = [f"{d} {metric_name(m)}: {b} instead of {before[(d, m)]}"
+                   for d, m, b in zip(without["dataset"], without["metric"], without["best"])
+                   if (d, m) in before and b != before[(d, m)]]
+        lines.append("- Without them the verdict changes: " + "; ".join(changes) + "."
+                     if changes else "- Without them the verdict is unchanged.")
+    return lines + [""]
+
+
+def _pool_lines(tiny_pools):
+    if tiny_pools is None or len(tiny_pools) == 0:
+        return []
+    if isinstance(tiny_pools, str):
+        items = [tiny_pools]
+    elif isinstance(tiny_pools, pd.DataFrame):
+        items = [", ".join(f"{k}: {v}" for k, v in row.items())
+                 for row in tiny_pools.to_dict("records")]
+    elif isinstance(tiny_pools, dict):
+        items = [f"{subject}: {'; '.join(v) if isinstance(v, (list, tuple)) else v}"
+                 for subject, v in tiny_pools.items()]
+    else:
+        items = [str(x) for x in tiny_pools]
+    lines = ["**Tiny tissue pools** (fewer than `min_pool` voxels even before erosion; "
+             "the sampling methods draw from few voxels there):"]
+    return lines + [f"- {x}" for x in items] + [""]
+
+
+def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic):
+    caveats = []
+    approximate_tissue, synthetic = list(approximate_tissue), list(synthetic)
+    few = [d for d in datasets if _n_for(n_subjects, d) < MIN_SUBJECTS]
+    if few:
+        caveats.append(
+            f"{', '.join(map(str, few))}: fewer than {MIN_SUBJECTS} subjects, so the intervals "
+            "and tests run across replicate models of the same scan(s). They carry training "
+            "randomness only, not the variation between subjects: the verdict is about these "
+            "scans, not a population.")
+    if approximate_tissue:
+        caveats.append(f"Tissue maps of {', '.join(map(str, approximate_tissue))} are "
+                       "approximate (DTI thresholds): per-tissue numbers are indicative.")
+    if synthetic:
+        caveats.append(f"{', '.join(map(str, synthetic))} are synthetic benchmark phantoms, "
+                       "not scans.")
+    if not caveats:
+        return []
+    return ["**Caveats**", ""] + [f"- {c}" for c in caveats] + [""]
