@@ -1,16 +1,24 @@
 """Real scans in, a :class:`Subject` out.
 
 Every loader ends in :func:`load_dwi`, which reads a 4-D DWI NIfTI with its b-values and
-b-vectors, checks them, keeps the b0 volumes and one shell, and returns the attenuation
-E = S / S0 of the brain voxels (S0 = mean of the b0 volumes) with everything needed to
-write maps back onto the scan's grid. Sources:
+b-vectors, checks them, keeps the b0 volumes and the selected shell(s), and returns the
+attenuation E = S / S0 of the brain voxels (S0 = mean of the b0 volumes) with everything
+needed to write maps back onto the scan's grid. Sources:
 
 - :func:`load_sample`: dipy's bundled real scan ``small_64D`` (no download);
 - :func:`load_hcp`: the Human Connectome Project layout, tissue from ``aparc+aseg``;
 - :func:`load_bids`: ``sub-*/[ses-*/]dwi/*_dwi.nii.gz`` with ``.bval``/``.bvec``;
 - :func:`load_paths`: explicit files, tissue from FSL FAST ``pve_0/1/2`` or a label map.
 
+Shells (design.md, "Shells"): ``shell`` is a b-value, a list of b-values or ``"all"``.
+Every selected volume keeps its own b-value; tensor-derived quantities (FA, direction,
+the DTI tissue segmentation, the single-b0 SNR fallback) use only the selected volumes
+with b <= ``dti_max_b`` (:attr:`Subject.dti_columns`), which must hold at least 6
+non-collinear directions.
+
 Without a tissue map a DTI threshold segmentation is used and marked approximate.
+:func:`inspect_subject` checks one subject's files from their headers and gradient
+tables alone (``synthqa check``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from helpers import noise as _noise
 from helpers import tissue as _tissue
+from helpers.contract import DEFAULTS, parse_shell
 from helpers.dti import fit_attenuation
 from helpers.io import atomic_path, load_json, save_json, save_npz
 
@@ -34,13 +44,32 @@ __all__ = [
     "load_bids",
     "load_paths",
     "load_subject",
+    "inspect_subject",
     "read_gradients",
+    "check_gradients",
     "select_shell",
-    "estimate_snr",
+    "find_shells",
+    "count_directions",
+    "check_dti_directions",
 ]
 
 UNIT_TOLERANCE = 0.01
 """|‖g‖ − 1| allowed for diffusion-weighted b-vectors (dipy's gradient_table uses 1e-2)."""
+
+MIN_DTI_DIRECTIONS = 6
+"""A tensor has 6 unknowns besides S0: it needs at least 6 non-collinear directions."""
+
+COLLINEAR_DEGREES = 1.0
+"""Two gradient directions closer than this (either sign) count as one direction."""
+
+MASK_KEEP_FRACTION = 0.5
+"""Without a mask, ``median_otsu`` keeping less than this fraction of the voxels with a
+finite positive S0 (and dropping voxels that attenuate like tissue) is taken for a crop
+inside the brain: every such voxel is used (:func:`_automatic_mask`)."""
+
+AIR_ATTENUATION = 0.8
+"""Median S/S0 above which the voxels ``median_otsu`` drops are taken for background:
+noise in air does not attenuate with diffusion weighting (S/S0 about 1), tissue does."""
 
 
 @dataclass
@@ -50,9 +79,9 @@ class Subject:
     Attributes
     ----------
     attenuation : (n, m) float32 ndarray
-        E = S / S0 of the n brain voxels on the m directions of the selected shell.
+        E = S / S0 of the n brain voxels on the m selected volumes.
     bvals : (m,) ndarray
-        b-values in s/mm² of those directions.
+        b-values in s/mm² of those volumes (each its own; several shells possible).
     bvecs : (m, 3) ndarray
         Their unit gradient directions.
     indices : (n, 3) int ndarray
@@ -66,9 +95,14 @@ class Subject:
     s0 : (n,) float32 ndarray
         Mean b0 signal (scanner units).
     snr : float or None
-        Estimated SNR of the b0 signal; ``snr_method`` says how it was estimated.
+        Estimated SNR of the b0 signal (median S0 / sigma); ``snr_method`` says how.
+    sigma : float or None
+        Estimated noise standard deviation, scanner units (:mod:`helpers.noise`).
+    dti_max_b : float
+        Tensor-derived quantities use the volumes with b <= this (s/mm²).
     info : dict
-        Provenance and counts: dataset, subject, files, tissue source, voxels excluded.
+        Provenance and counts: dataset, subject, files, shells, mask and tissue source,
+        voxels excluded, whether erosion is in-plane.
     """
 
     attenuation: np.ndarray
@@ -81,6 +115,8 @@ class Subject:
     s0: np.ndarray
     snr: float | None = None
     snr_method: str = ""
+    sigma: float | None = None
+    dti_max_b: float = DEFAULTS["dti_max_b"]
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,7 +128,28 @@ class Subject:
 
     @property
     def n_directions(self):
+        """Number of selected diffusion-weighted volumes (columns of ``attenuation``)."""
         return self.attenuation.shape[1]
+
+    @property
+    def dti_columns(self):
+        """(m,) bool: the selected volumes the tensor fit uses (b <= ``dti_max_b``)."""
+        return np.asarray(self.bvals, dtype=float) <= self.dti_max_b
+
+    @property
+    def relative_sigma(self):
+        """(n,) sigma / S0 per voxel (NaN everywhere when no sigma was estimated)."""
+        if self.sigma is None:
+            return np.full(self.n_voxels, np.nan)
+        return _noise.relative_sigma(self.sigma, self.s0)
+
+    @property
+    def noise_floor(self):
+        """Expected signal MAE of a perfect denoiser (:func:`helpers.noise.noise_floor_mae`);
+        NaN without a sigma."""
+        if self.sigma is None:
+            return float("nan")
+        return float(_noise.noise_floor_mae(self.relative_sigma))
 
     @property
     def wm(self):
@@ -107,20 +164,27 @@ class Subject:
         return self.tissue == _tissue.CODES["CSF"]
 
     def tissue_mask(self, name, *, eroded=False):
-        """(n,) boolean mask of tissue ``name`` ("WM", "GM", "CSF"), optionally eroded
-        by one voxel on the 3-D grid."""
+        """(n,) boolean mask of tissue ``name`` ("WM", "GM", "CSF"), optionally eroded by
+        one voxel (:func:`helpers.tissue.erode`: 6-connected in 3-D, in-plane on a scan
+        of one or two slices). A class with no voxel gives an all-False mask."""
         if name not in _tissue.CODES:
             raise ValueError(f"unknown tissue {name!r}; allowed: {list(_tissue.CODES)}")
         mask = self.tissue == _tissue.CODES[name]
-        if not eroded:
+        if not eroded or not mask.any():
             return mask
         vol = self.volume(mask, fill=False)
         return _tissue.erode(vol)[tuple(self.indices.T)]
 
     def tensor(self):
-        """The WLS tensor fit of [S0=1, E] for every voxel (computed once, then cached)."""
+        """The WLS tensor fit of [S0=1, E] on the :attr:`dti_columns` of every voxel
+        (computed once, then cached)."""
         if self._tensor is None:
-            self._tensor = fit_attenuation(self.bvals, self.bvecs, self.attenuation)
+            dti = self.dti_columns
+            check_dti_directions(
+                self.bvals[dti], self.bvecs[dti], dti_max_b=self.dti_max_b,
+                source=self.info.get("bval", "subject"), all_bvals=self.bvals,
+            )
+            self._tensor = fit_attenuation(self.bvals[dti], self.bvecs[dti], self.attenuation[:, dti])
         return self._tensor
 
     def volume(self, values, *, fill=np.nan):
@@ -142,7 +206,11 @@ class Subject:
             nib.save(nib.Nifti1Image(vol, self.affine), tmp)
 
     def save(self, folder):
-        """Write ``subject.npz`` + ``subject.json`` (and NIfTI maps for viewing) to ``folder``."""
+        """Write ``subject.npz`` + ``subject.json`` (and NIfTI maps for viewing) to ``folder``.
+
+        ``subject.json`` states the SNR, sigma and how they were estimated, ``dti_max_b``,
+        the shells used, whether erosion is in-plane, and the loader's ``info``.
+        """
         folder = Path(folder)
         save_npz(
             folder / "subject.npz",
@@ -160,7 +228,12 @@ class Subject:
             "shape": list(self.shape),
             "affine": self.affine.tolist(),
             "snr": self.snr,
+            "sigma": self.sigma,
             "snr_method": self.snr_method,
+            "dti_max_b": self.dti_max_b,
+            "shells": self.info.get("shells", find_shells(self.bvals)),
+            "thin": _tissue.is_thin(self.shape),
+            "erosion": _erosion_note(self.shape),
             "info": self.info,
         }
         save_json(meta, folder / "subject.json")
@@ -182,15 +255,25 @@ class Subject:
             affine=np.array(meta["affine"]),
             snr=meta["snr"],
             snr_method=meta["snr_method"],
+            sigma=meta.get("sigma"),  # absent in files written before sigma was kept
+            dti_max_b=float(meta.get("dti_max_b", DEFAULTS["dti_max_b"])),
             info=meta["info"],
             **arrays,
         )
+
+
+def _erosion_note(shape):
+    thin = [f"axis {a} has {int(s)} voxel{'s' * (int(s) != 1)}" for a, s in enumerate(shape[:3]) if int(s) <= _tissue.THIN]
+    if thin:
+        return f"in-plane ({', '.join(thin)}: a slab; eroding across it would leave nothing)"
+    return "3-D, 6-connected"
 
 
 # ----------------------------------------------------------------------------- reading
 
 
 def _load_image(path, *, what="image"):
+    """Open a NIfTI (header only: nibabel reads data lazily), naming the file on failure."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: {what} file not found")
@@ -219,14 +302,31 @@ def _check_same_grid(img, shape, affine, *, path, ref_path, what):
         raise ValueError(f"{path}: {what} on another grid than {ref_path} ({'; '.join(problem)})")
 
 
+def _check_file_size(img, path):
+    """An uncompressed NIfTI shorter than its header promises is truncated (checked
+    without reading the data; a gzipped file can only be checked by reading it)."""
+    path = Path(path)
+    if str(path).endswith(".gz"):
+        return
+    header = img.header
+    offset = getattr(img.dataobj, "offset", None)
+    offset = int(header["vox_offset"]) if offset is None else int(offset)
+    expected = offset + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
+    actual = path.stat().st_size
+    if actual < expected:
+        raise ValueError(f"{path}: truncated NIfTI ({actual} bytes; the header promises {expected})")
+
+
 def read_gradients(bval_path, bvec_path):
     """Read FSL-style ``bvals``/``bvecs`` text files.
 
     Returns
     -------
     bvals : (k,) ndarray
+        b-values in s/mm²: one row or one column in the file.
     bvecs : (k, 3) ndarray
-        b-vectors; accepts the 3 x k (FSL) or k x 3 layout.
+        b-vectors; accepts the 3 x k (FSL) or k x 3 layout. NaN at b0 is kept here and
+        zeroed by :func:`check_gradients`.
     """
     bval_path, bvec_path = Path(bval_path), Path(bvec_path)
     arrays = []
@@ -238,19 +338,22 @@ def read_gradients(bval_path, bvec_path):
         except ValueError as e:
             raise ValueError(f"{p}: {what} file is not a table of numbers ({e})") from e
     bvals, bvecs = arrays
-    if min(bvals.shape) != 1:
+    if bvals.size == 0 or min(bvals.shape) != 1:
         raise ValueError(f"{bval_path}: b-values must be one row or column, got shape {bvals.shape}")
     bvals = bvals.ravel()
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3:
         bvecs = bvecs.T
     elif bvecs.shape[1] != 3:
         raise ValueError(f"{bvec_path}: b-vectors must be 3 x k or k x 3, got shape {bvecs.shape}")
+    if not np.all(np.isfinite(bvals)) or np.any(bvals < 0):
+        bad = np.flatnonzero(~(np.isfinite(bvals) & (bvals >= 0)))
+        raise ValueError(f"{bval_path}: b-values must be finite and >= 0 (volume {bad[0]}: {bvals[bad[0]]})")
     if len(bvals) != len(bvecs):
         raise ValueError(f"{bvec_path} has {len(bvecs)} b-vectors but {bval_path} has {len(bvals)} b-values")
     return bvals, bvecs
 
 
-def check_gradients(bvals, bvecs, n_volumes, *, b0_threshold=50.0, dwi_path="", bvec_path=""):
+def check_gradients(bvals, bvecs, n_volumes, *, b0_threshold=DEFAULTS["b0_threshold"], dwi_path="", bvec_path=""):
     """Validate a gradient scheme against its DWI; returns b-vectors with b0 rows zeroed.
 
     Raises ``ValueError`` when counts disagree, there is no b0 volume, or a
@@ -261,7 +364,7 @@ def check_gradients(bvals, bvecs, n_volumes, *, b0_threshold=50.0, dwi_path="", 
         raise ValueError(f"{dwi_path} has {n_volumes} volumes but there are {len(bvals)} b-values/b-vectors")
     b0 = bvals <= b0_threshold
     if not b0.any():
-        raise ValueError(f"{dwi_path}: no b0 volume (no b-value <= {b0_threshold}); S0 cannot be computed")
+        raise ValueError(f"{dwi_path}: no b0 volume (no b-value <= {b0_threshold:g}); S0 cannot be computed")
     bvecs = np.where(b0[:, None], 0.0, bvecs)
     norms = np.linalg.norm(bvecs[~b0], axis=1)
     bad = ~(np.abs(norms - 1) <= UNIT_TOLERANCE)
@@ -274,47 +377,205 @@ def check_gradients(bvals, bvecs, n_volumes, *, b0_threshold=50.0, dwi_path="", 
     return bvecs
 
 
-def select_shell(bvals, shell, *, tolerance=100.0, b0_threshold=50.0, source=""):
-    """Indices of the volumes on the shell ``|b - shell| <= tolerance`` (b0 excluded)."""
-    bvals = np.asarray(bvals, dtype=float)
-    idx = np.flatnonzero((np.abs(bvals - shell) <= tolerance) & (bvals > b0_threshold))
-    if idx.size == 0:
-        shells = np.unique(np.round(bvals[bvals > b0_threshold], -1)).astype(int).tolist()
-        raise ValueError(f"{source}: no volume in the b={shell:g} shell (±{tolerance:g}); b-values present: {shells}")
-    return idx
+# ----------------------------------------------------------------------------- shells
 
 
-def estimate_snr(subject, b0):
-    """SNR of the b0 signal, and how it was estimated.
+def find_shells(bvals, *, b0_threshold=DEFAULTS["b0_threshold"], tolerance=DEFAULTS["shell_tolerance"]):
+    """The shells of a gradient table: diffusion-weighted b-values grouped where sorted
+    neighbours lie within ``tolerance`` of each other.
 
-    With three or more b0 volumes: 1 / sqrt(mean over brain voxels of var/mean² across
-    the repeats) — the relative noise variance is pooled before the square root, since
-    a per-voxel mean/std from a few repeats overestimates the SNR (by ~20% with three).
-    With fewer (the sample has one), the noise σ is the median over brain voxels
-    of S0 × the standard deviation of the residuals of the voxel's tensor fit (64 - 6
-    degrees of freedom), and SNR = median brain S0 / σ. Model misfit (crossing fibres)
-    adds to the residuals, so this errs towards a lower SNR.
+    Returns
+    -------
+    list of dict
+        One per shell, by increasing b: ``b`` (the median rounded to a multiple of 50 when
+        the shell is jittered, e.g. HCP's 990-1010; the exact value when not), ``n``
+        (volumes), ``b_min``, ``b_max``. A q-space scan with b spread from 300 to 4000 in
+        small steps is one entry whose ``b_min``/``b_max`` say so.
+
+    Examples
+    --------
+    >>> [(s["b"], s["n"]) for s in find_shells([0, 995, 1005, 1000, 2000, 2010])]
+    [(1000.0, 3), (2000.0, 2)]
+    """
+    b = np.sort(np.asarray(bvals, dtype=float))
+    b = b[b > b0_threshold]
+    if b.size == 0:
+        return []
+    groups = np.split(b, np.flatnonzero(np.diff(b) > tolerance) + 1)
+    out = []
+    for g in groups:
+        lo, hi = float(g[0]), float(g[-1])
+        nominal = lo if lo == hi else float(50 * np.round(np.median(g) / 50))
+        out.append({"b": nominal, "n": int(g.size), "b_min": lo, "b_max": hi})
+    return out
+
+
+def _describe_shells(shells):
+    """'1000 (30 volumes), ~1000 (9 volumes, 991-1010), 300-4000 (101 volumes)'."""
+    parts = []
+    for s in shells:
+        if s["b_min"] == s["b_max"]:
+            parts.append(f"{s['b']:g} ({s['n']} volumes)")
+        elif s["b_max"] - s["b_min"] <= 100:
+            parts.append(f"~{s['b']:g} ({s['n']} volumes, {s['b_min']:g}-{s['b_max']:g})")
+        else:
+            parts.append(f"{s['b_min']:g}-{s['b_max']:g} ({s['n']} volumes spread over that range)")
+    return ", ".join(parts) if parts else "none"
+
+
+def select_shell(bvals, shell, *, tolerance=DEFAULTS["shell_tolerance"], b0_threshold=DEFAULTS["b0_threshold"], source=""):
+    """Indices (in file order) of the selected diffusion-weighted volumes.
 
     Parameters
     ----------
-    subject : Subject
-        Brain voxels (attenuation, S0, gradients).
-    b0 : (n, k) ndarray
-        The b0 signals of the same voxels.
+    bvals : (k,) array_like
+        b-values of the file, s/mm².
+    shell : float, sequence of float or "all"
+        ``"all"``: every volume with b > ``b0_threshold``; otherwise the volumes with
+        ``|b - s| <= tolerance`` for any ``s`` given (:func:`helpers.contract.parse_shell`).
+        Each volume keeps its own b-value.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` (the b-value file), each requested shell without a volume,
+        and the shells the file has.
     """
-    k = b0.shape[1]
-    if k >= 3:
-        mean, var = b0.mean(axis=1), b0.var(axis=1, ddof=1)
-        ok = mean > 0
-        rel_var = float(np.mean(var[ok] / mean[ok] ** 2))
-        snr = 1 / np.sqrt(rel_var) if rel_var > 0 else float("nan")
-        return float(snr), f"1/sqrt(pooled var/mean² across {k} b0 repeats over brain voxels)"
-    fit = subject.tensor()
-    quad = np.einsum("mi,nij,nj,nkj,mk->nm", subject.bvecs, fit.evecs, fit.evals, fit.evecs, subject.bvecs)
-    resid = subject.attenuation - np.exp(-subject.bvals * quad)
-    dof = max(subject.n_directions - 6, 1)
-    sigma = float(np.median(subject.s0 * np.sqrt((resid**2).sum(axis=1) / dof)))
-    return float(np.median(subject.s0) / sigma), "median brain S0 / sigma from tensor-fit residuals (one b0: no repeats)"
+    bvals = np.asarray(bvals, dtype=float)
+    shell = parse_shell(shell)
+    dw = bvals > b0_threshold
+    if shell == "all":
+        idx = np.flatnonzero(dw)
+        if idx.size == 0:
+            raise ValueError(f"{source}: no diffusion-weighted volume (every b-value is <= {b0_threshold:g})")
+        return idx
+    hits = [(np.abs(bvals - s) <= tolerance) & dw for s in shell]
+    missing = [s for s, h in zip(shell, hits) if not h.any()]
+    if missing:
+        which = ", ".join(f"{s:g}" for s in missing)
+        raise ValueError(
+            f"{source}: no volume in the b={which} shell{'s' * (len(missing) > 1)} (±{tolerance:g}); "
+            f"b-values present: {_describe_shells(find_shells(bvals, b0_threshold=b0_threshold))}"
+        )
+    return np.flatnonzero(np.logical_or.reduce(hits))
+
+
+def count_directions(bvecs, *, degrees=COLLINEAR_DEGREES):
+    """Number of distinct gradient axes among ``bvecs`` (two directions within ``degrees``
+    of each other, or of each other's opposite, count once).
+
+    Examples
+    --------
+    >>> count_directions([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    3
+    """
+    g = np.asarray(bvecs, dtype=float).reshape(-1, 3)
+    norms = np.linalg.norm(g, axis=1)
+    g = g[norms > 0] / norms[norms > 0, None]
+    if len(g) == 0:
+        return 0
+    same = np.abs(g @ g.T) >= np.cos(np.radians(degrees))
+    # a direction is new when no earlier one is the same axis
+    return int((~np.tril(same, k=-1).any(axis=1)).sum())
+
+
+def _tensor_rank(bvals, bvecs):
+    """Rank of the six tensor columns of the design (b gᵢgⱼ): 6 when the tensor is
+    determined, whatever the number of volumes."""
+    g = np.asarray(bvecs, dtype=float)
+    if len(g) == 0:
+        return 0
+    rows = np.asarray(bvals, dtype=float)[:, None] * np.c_[
+        g[:, 0] ** 2, g[:, 1] ** 2, g[:, 2] ** 2, g[:, 0] * g[:, 1], g[:, 0] * g[:, 2], g[:, 1] * g[:, 2]
+    ]
+    sv = np.linalg.svd(rows, compute_uv=False)
+    return int((sv > 1e-3 * sv.max()).sum()) if sv.max() > 0 else 0
+
+
+def check_dti_directions(bvals, bvecs, *, dti_max_b, source="", all_bvals=None, shell=None):
+    """Raise unless the volumes the tensor fit uses (already restricted to b <= ``dti_max_b``)
+    hold at least :data:`MIN_DTI_DIRECTIONS` non-collinear directions spanning the tensor.
+
+    The message names ``source`` (the b-value file), the shells present (from
+    ``all_bvals``) and what to set: another ``shell`` or a higher ``dti_max_b``.
+    """
+    n = count_directions(bvecs)
+    rank = _tensor_rank(bvals, bvecs)
+    if n >= MIN_DTI_DIRECTIONS and rank == 6:
+        return n
+    found = _describe_shells(find_shells(all_bvals if all_bvals is not None else bvals))
+    chosen = "" if shell is None else f"shell {shell if shell == 'all' else ', '.join(f'{s:g}' for s in shell)}: "
+    detail = f"{n} non-collinear direction{'s' * (n != 1)}"
+    detail += "" if n < MIN_DTI_DIRECTIONS else f", which do not span the tensor (rank {rank} of 6)"
+    raise ValueError(
+        f"{source}: the tensor fit (FA, direction, tissue, SNR fallback) needs at least "
+        f"{MIN_DTI_DIRECTIONS} non-collinear directions with b <= dti_max_b={dti_max_b:g}, "
+        f"but the selected volumes ({chosen}{len(bvals)} with b <= {dti_max_b:g}) have {detail}. "
+        f"Shells found: {found}. Set 'shell' to include a shell with >= {MIN_DTI_DIRECTIONS} directions "
+        f"at b <= {dti_max_b:g}, or raise 'dti_max_b' to the b-value of a selected shell."
+    )
+
+
+def _gradient_plan(n_volumes, dwi, bval, bvec, *, shell, shell_tolerance, b0_threshold, dti_max_b):
+    """Read and check the gradient files of a DWI with ``n_volumes`` volumes; choose the
+    volumes to read. Returns a dict: bvals, bvecs (b0 rows zeroed), b0 (indices), sel
+    (indices of the selected volumes, file order), dti ((len(sel),) bool), n_dti_directions."""
+    bvals, bvecs = read_gradients(bval, bvec)
+    bvecs = check_gradients(bvals, bvecs, n_volumes, b0_threshold=b0_threshold, dwi_path=dwi, bvec_path=bvec)
+    sel = select_shell(bvals, shell, tolerance=shell_tolerance, b0_threshold=b0_threshold, source=str(bval))
+    dti = bvals[sel] <= dti_max_b
+    n_dirs = check_dti_directions(
+        bvals[sel][dti], bvecs[sel][dti], dti_max_b=dti_max_b, source=str(bval), all_bvals=bvals, shell=shell
+    )
+    return dict(bvals=bvals, bvecs=bvecs, b0=np.flatnonzero(bvals <= b0_threshold), sel=sel, dti=dti, n_dti_directions=n_dirs)
+
+
+def _automatic_mask(b0_full, dw_full, *, b, dwi):
+    """dipy ``median_otsu`` on the mean b0, or every voxel with a finite positive S0 when
+    the scan looks like a crop inside the brain. Returns (mask, sentence, fallback).
+
+    Parameters
+    ----------
+    b0_full : (X, Y, Z, k) ndarray
+        The b0 volumes.
+    dw_full : (X, Y, Z) ndarray
+        One diffusion-weighted volume (the selected one with the highest b-value ``b``).
+
+    Notes
+    -----
+    The fallback is taken when ``median_otsu`` keeps fewer than half
+    (:data:`MASK_KEEP_FRACTION`) of the voxels with a finite positive S0 *and* the voxels
+    it drops attenuate like tissue: the median of ``dw_full`` over them divided by the
+    median of one b0 volume over them is below :data:`AIR_ATTENUATION`. Background noise in air reads the same with and without
+    diffusion weighting (S/S0 about 1), so a whole-head scan, whose brain may well fill
+    less than half of the field of view, keeps its Otsu mask; a crop inside the brain,
+    where Otsu keeps only the bright CSF of the b0 and drops grey and white matter
+    (S/S0 about 0.3-0.6 at b=1000), uses every voxel. With only low b-values selected
+    (b of a few hundred) tissue barely attenuates and the Otsu mask is kept.
+    """
+    from dipy.segment.mask import median_otsu
+
+    mean_b0 = b0_full.mean(axis=-1)
+    valid = np.isfinite(mean_b0) & (mean_b0 > 0)
+    if not valid.any():
+        raise ValueError(f"{dwi}: no voxel has a positive, finite S0 (mean of the b0 volumes)")
+    _, otsu = median_otsu(np.where(valid, mean_b0, 0.0), median_radius=2, numpass=1)
+    otsu = otsu & valid
+    n_valid, n_otsu = int(valid.sum()), int(otsu.sum())
+    dropped = valid & ~otsu & np.isfinite(dw_full) & np.isfinite(b0_full[..., 0])
+    # ratio of medians of single volumes: magnitude noise in air has the same
+    # distribution in both, so air reads 1 (a median over averaged b0s would read less)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        attenuation = float(np.median(dw_full[dropped]) / np.median(b0_full[..., 0][dropped])) if dropped.any() else np.nan
+    if n_otsu < MASK_KEEP_FRACTION * n_valid and (n_otsu == 0 or attenuation < AIR_ATTENUATION):
+        sentence = (
+            f"all {n_valid} voxels with a finite, positive S0: dipy median_otsu on the mean b0 kept only "
+            f"{n_otsu} of them, and the voxels it dropped attenuate like tissue (median S/S0 "
+            f"{attenuation:.2f} at b={b:g}), so the scan is taken for a crop that lies inside the "
+            "brain; give a mask to override"
+        )
+        return valid, sentence, True
+    return otsu, "dipy median_otsu on the mean b0", False
 
 
 def load_dwi(
@@ -325,9 +586,10 @@ def load_dwi(
     mask=None,
     tissue=None,
     tissue_source="",
-    shell=1000.0,
-    shell_tolerance=100.0,
-    b0_threshold=50.0,
+    shell=(DEFAULTS["shell"],),
+    shell_tolerance=DEFAULTS["shell_tolerance"],
+    b0_threshold=DEFAULTS["b0_threshold"],
+    dti_max_b=DEFAULTS["dti_max_b"],
     dataset="",
     subject="",
 ):
@@ -336,35 +598,54 @@ def load_dwi(
     Parameters
     ----------
     dwi, bval, bvec : path
-        4-D NIfTI and FSL-style gradient files.
+        4-D NIfTI (any stored data type: uint8, int16, float ...) and FSL-style gradient
+        files (b-values in s/mm², one row or column; b-vectors 3 x k or k x 3).
     mask : path, "all" or None
         Brain mask on the DWI grid; "all" uses every voxel (for a crop that lies inside
-        the brain); None computes one with dipy's ``median_otsu`` on the mean b0.
+        the brain); None computes one with dipy's ``median_otsu`` on the mean b0, or uses
+        every voxel with a finite positive S0 when that looks like a crop (see
+        :func:`_automatic_mask`; ``info["mask"]`` says which).
     tissue : callable or None
         ``tissue(indices, affine, shape) -> (n,) uint8`` codes for the brain voxels; None
         uses the approximate DTI segmentation (:func:`helpers.tissue.dti_segmentation`).
     tissue_source : str
         How the tissue was obtained, for the report.
-    shell, shell_tolerance, b0_threshold : float
-        Volumes with |b - shell| <= tolerance are used; b <= b0_threshold are b0.
+    shell : float, sequence of float or "all"
+        b-value(s) of the diffusion-weighted volumes used (each ± ``shell_tolerance``), or
+        every one. A single number is accepted as a one-shell list.
+    shell_tolerance, b0_threshold, dti_max_b : float
+        s/mm². b <= ``b0_threshold`` are b0; tensor-derived quantities and the single-b0
+        noise fallback use the selected volumes with b <= ``dti_max_b``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the problem (design.md, "Bad input"), including fewer than 6
+        non-collinear directions at b <= ``dti_max_b`` among the selected volumes.
 
     Notes
     -----
-    Only the b0 volumes and the shell's volumes are read, one at a time (in file order,
+    Only the b0 volumes and the selected volumes are read, one at a time (in file order,
     so a gzipped file is decompressed once). Voxels in the mask with S0 <= 0 or a
-    non-finite value are excluded and counted in ``info``.
+    non-finite value are excluded and counted in ``info``. The noise (sigma, SNR) comes
+    from :func:`helpers.noise.estimate_noise` on the b0 repeats, or with one or two b0
+    volumes on the tensor residuals of the :attr:`Subject.dti_columns`.
     """
+    shell = parse_shell(shell)
     dwi = Path(dwi)
     img = _load_image(dwi, what="DWI")
     if len(img.shape) != 4:
         raise ValueError(f"{dwi}: DWI must be 4-D, got shape {img.shape}")
-    bvals, bvecs = read_gradients(bval, bvec)
-    bvecs = check_gradients(bvals, bvecs, img.shape[3], b0_threshold=b0_threshold, dwi_path=dwi, bvec_path=bvec)
-    shell_idx = select_shell(bvals, shell, tolerance=shell_tolerance, b0_threshold=b0_threshold, source=str(bval))
-    b0_idx = np.flatnonzero(bvals <= b0_threshold)
+    plan = _gradient_plan(
+        img.shape[3], dwi, bval, bvec, shell=shell, shell_tolerance=shell_tolerance,
+        b0_threshold=b0_threshold, dti_max_b=dti_max_b,
+    )
+    bvals, bvecs, b0_idx, sel, dti = plan["bvals"], plan["bvecs"], plan["b0"], plan["sel"], plan["dti"]
+    grid = tuple(int(s) for s in img.shape[:3])
 
+    mask_fallback = False
     if isinstance(mask, str) and mask == "all":
-        brain = np.ones(img.shape[:3], dtype=bool)
+        brain = np.ones(grid, dtype=bool)
         mask_source = "all voxels of the volume"
     elif mask is not None:
         mask_img = _load_image(mask, what="mask")
@@ -375,24 +656,28 @@ def load_dwi(
         mask_source = str(mask)
     else:
         brain = None
-        mask_source = "dipy median_otsu on the mean b0"
 
     # Volumes are read one at a time in file order, so a gzipped file is decompressed
-    # once. With a mask, b0 and shell volumes come in one pass and only brain voxels are
-    # kept; without one, the b0 volumes are read whole first (median_otsu needs them).
+    # once. With a mask, b0 and selected volumes come in one pass and only brain voxels
+    # are kept; without one, the b0 volumes (and the highest-b selected volume) are read
+    # whole first: the automatic mask needs them.
     if brain is None:
-        from dipy.segment.mask import median_otsu
-
-        b0_full = np.empty(img.shape[:3] + (len(b0_idx),), dtype=np.float32)
-        for j, i in enumerate(b0_idx):
-            b0_full[..., j] = _read(img, (..., int(i)), path=dwi)
-        _, brain = median_otsu(b0_full.mean(axis=-1), median_radius=2, numpass=1)
+        b0_full = np.empty(grid + (len(b0_idx),), dtype=np.float32)
+        probe = int(sel[np.argmax(bvals[sel])])  # the selected volume with the highest b
+        for i in sorted({*map(int, b0_idx), probe}):
+            vol = _read(img, (..., i), path=dwi)
+            if i == probe:
+                dw_full = vol.astype(np.float32)
+            if i in b0_idx:
+                b0_full[..., int(np.flatnonzero(b0_idx == i)[0])] = vol
+        brain, mask_source, mask_fallback = _automatic_mask(b0_full, dw_full, b=bvals[probe], dwi=dwi)
+        del dw_full
     if not brain.any():
         raise ValueError(f"{mask if mask is not None else dwi}: the brain mask is empty")
     indices = np.argwhere(brain)
     ii = tuple(indices.T)
-    signal = np.empty((len(indices), len(shell_idx)), dtype=np.float32)
-    slots = {int(i): (signal, j) for j, i in enumerate(shell_idx)}
+    signal = np.empty((len(indices), len(sel)), dtype=np.float32)
+    slots = {int(i): (signal, j) for j, i in enumerate(sel)}
     if mask is None:
         b0 = b0_full[ii]
         del b0_full
@@ -410,16 +695,27 @@ def load_dwi(
     if not keep.any():
         raise ValueError(f"{dwi}: no brain voxel has a positive, finite S0 and finite signal")
     indices, signal, s0, b0 = indices[keep], signal[keep], s0[keep], b0[keep]
-    attenuation = (signal / s0[:, None]).astype(np.float32)
+    attenuation = signal / s0[:, None]
+    del signal
 
+    thin = _tissue.is_thin(grid)
     info = {
         "dataset": dataset,
         "subject": subject,
         "dwi": str(dwi),
         "bval": str(bval),
         "bvec": str(bvec),
+        "dtype": str(img.get_data_dtype()),
         "mask": mask_source,
-        "shell": float(shell),
+        "mask_fallback": mask_fallback,
+        "shell": shell if shell == "all" else list(shell),
+        "shell_tolerance": float(shell_tolerance),
+        "b0_threshold": float(b0_threshold),
+        "dti_max_b": float(dti_max_b),
+        "shells": find_shells(bvals[sel], b0_threshold=b0_threshold, tolerance=shell_tolerance),
+        "shells_in_file": find_shells(bvals, b0_threshold=b0_threshold, tolerance=shell_tolerance),
+        "n_dti_volumes": int(dti.sum()),
+        "n_dti_directions": int(plan["n_dti_directions"]),
         "n_b0": int(len(b0_idx)),
         "n_volumes_file": int(img.shape[3]),
         "n_mask_voxels": int(brain.sum()),
@@ -427,23 +723,34 @@ def load_dwi(
         "n_excluded_nonfinite_signal": int(bad_signal.sum()),
         "n_voxels": int(keep.sum()),
         "voxel_size_mm": [float(v) for v in img.header.get_zooms()[:3]],
+        "thin": thin,
+        "erosion": _erosion_note(grid),
     }
     subj = Subject(
-        attenuation=attenuation,
-        bvals=bvals[shell_idx].astype(float),
-        bvecs=bvecs[shell_idx].astype(float),
+        attenuation=attenuation.astype(np.float32, copy=False),
+        bvals=bvals[sel].astype(float),
+        bvecs=bvecs[sel].astype(float),
         indices=indices,
-        shape=tuple(int(s) for s in img.shape[:3]),
+        shape=grid,
         affine=np.asarray(img.affine, dtype=float),
         tissue=np.zeros(len(indices), dtype=np.uint8),
         s0=s0.astype(np.float32),
+        dti_max_b=float(dti_max_b),
         info=info,
     )
-    subj.snr, subj.snr_method = estimate_snr(subj, b0)
+    est = _noise.estimate_noise(
+        b0, indices, grid,
+        attenuation=subj.attenuation[:, dti], bvals=subj.bvals[dti], bvecs=subj.bvecs[dti],
+    )
+    subj.sigma, subj.snr, subj.snr_method = float(est.sigma), float(est.snr), str(est.method)
+    info["snr_voxels"] = int(est.n_voxels)
     if tissue is None:
         fit = subj.tensor()
         subj.tissue = _tissue.dti_segmentation(fit.fa, fit.md)
-        tissue_source = "approximate: DTI thresholds (FA >= 0.3 WM, MD >= 1.6e-3 mm²/s CSF, else GM)"
+        tissue_source = (
+            "approximate: DTI thresholds (FA >= 0.3 WM, MD >= 1.6e-3 mm²/s CSF, else GM) "
+            f"on the {int(dti.sum())} selected volumes with b <= {dti_max_b:g}"
+        )
     else:
         subj.tissue = np.asarray(tissue(indices, subj.affine, subj.shape), dtype=np.uint8)
     info["tissue_source"] = tissue_source
@@ -465,6 +772,42 @@ def _tissue_from_grid(path, ref_img_path, convert):
 # ----------------------------------------------------------------------------- sources
 
 
+def _sample_files():
+    import dipy.data
+
+    files = Path(dipy.data.__file__).parent / "files"
+    return {"dwi": files / "small_64D.nii", "bval": files / "small_64D.bval", "bvec": files / "small_64D.bvec", "mask": "all"}
+
+
+def _hcp_files(root, subject_id):
+    base = Path(root) / str(subject_id) / "T1w"
+    diff = base / "Diffusion"
+    if not diff.is_dir():
+        raise ValueError(f"{diff}: HCP subject folder not found (expected <root>/<id>/T1w/Diffusion)")
+    return {
+        "dwi": diff / "data.nii.gz",
+        "bval": diff / "bvals",
+        "bvec": diff / "bvecs",
+        "mask": diff / "nodif_brain_mask.nii.gz",
+        "aseg": base / "aparc+aseg.nii.gz",
+    }
+
+
+def _bids_files(root, subject_id):
+    sid = str(subject_id).removeprefix("sub-")
+    folder = Path(root) / f"sub-{sid}"
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: BIDS subject folder not found")
+    runs = sorted(folder.glob("dwi/*_dwi.nii*")) + sorted(folder.glob("ses-*/dwi/*_dwi.nii*"))
+    if not runs:
+        raise ValueError(f"{folder}: no dwi/*_dwi.nii.gz found")
+    if len(runs) > 1:
+        raise ValueError(f"{folder}: {len(runs)} DWI runs found ({[r.name for r in runs]}); keep one per subject")
+    dwi = runs[0]
+    stem = dwi.name.split(".nii")[0]
+    return {"dwi": dwi, "bval": dwi.with_name(stem + ".bval"), "bvec": dwi.with_name(stem + ".bvec"), "mask": None}
+
+
 def load_sample(**kwargs):
     """dipy's bundled real scan ``small_64D`` (10x10x10 voxels, 2 mm, 1 b0 + 64 directions
     at b=1000), found inside the installed dipy package; nothing is downloaded.
@@ -474,13 +817,11 @@ def load_sample(**kwargs):
     of the b0). It has no tissue map: tissue comes from the approximate DTI segmentation.
     Keyword arguments go to :func:`load_dwi`.
     """
-    import dipy.data
-
-    files = Path(dipy.data.__file__).parent / "files"
+    files = _sample_files()
     kwargs.setdefault("dataset", "sample")
     kwargs.setdefault("subject", "small_64D")
-    kwargs.setdefault("mask", "all")
-    return load_dwi(files / "small_64D.nii", files / "small_64D.bval", files / "small_64D.bvec", **kwargs)
+    kwargs.setdefault("mask", files["mask"])
+    return load_dwi(files["dwi"], files["bval"], files["bvec"], **kwargs)
 
 
 def load_hcp(root, subject_id, **kwargs):
@@ -490,11 +831,8 @@ def load_hcp(root, subject_id, **kwargs):
     tissue from ``<root>/<id>/T1w/aparc+aseg.nii.gz`` resampled nearest-neighbour onto the
     diffusion grid and mapped to WM/GM/CSF (:func:`helpers.tissue.freesurfer_to_tissue`).
     """
-    base = Path(root) / str(subject_id) / "T1w"
-    diff = base / "Diffusion"
-    if not diff.is_dir():
-        raise ValueError(f"{diff}: HCP subject folder not found (expected <root>/<id>/T1w/Diffusion)")
-    aseg = base / "aparc+aseg.nii.gz"
+    files = _hcp_files(root, subject_id)
+    aseg = files["aseg"]
 
     def tissue(indices, affine, shape):
         img = _load_image(aseg, what="aparc+aseg")
@@ -503,10 +841,10 @@ def load_hcp(root, subject_id, **kwargs):
 
     kwargs.setdefault("subject", str(subject_id))
     subj = load_dwi(
-        diff / "data.nii.gz",
-        diff / "bvals",
-        diff / "bvecs",
-        mask=diff / "nodif_brain_mask.nii.gz",
+        files["dwi"],
+        files["bval"],
+        files["bvec"],
+        mask=files["mask"],
         tissue=tissue,
         tissue_source=f"FreeSurfer {aseg}, nearest-neighbour onto the diffusion grid",
         **kwargs,
@@ -522,19 +860,9 @@ def load_bids(root, subject_id, **kwargs):
     Exactly one DWI run must match; raw BIDS has no tissue map, so the approximate DTI
     segmentation is used.
     """
-    sid = str(subject_id).removeprefix("sub-")
-    folder = Path(root) / f"sub-{sid}"
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: BIDS subject folder not found")
-    runs = sorted(folder.glob("dwi/*_dwi.nii*")) + sorted(folder.glob("ses-*/dwi/*_dwi.nii*"))
-    if not runs:
-        raise ValueError(f"{folder}: no dwi/*_dwi.nii.gz found")
-    if len(runs) > 1:
-        raise ValueError(f"{folder}: {len(runs)} DWI runs found ({[r.name for r in runs]}); keep one per subject")
-    dwi = runs[0]
-    stem = dwi.name.split(".nii")[0]
-    kwargs.setdefault("subject", sid)
-    return load_dwi(dwi, dwi.with_name(stem + ".bval"), dwi.with_name(stem + ".bvec"), **kwargs)
+    files = _bids_files(root, subject_id)
+    kwargs.setdefault("subject", str(subject_id).removeprefix("sub-"))
+    return load_dwi(files["dwi"], files["bval"], files["bvec"], **kwargs)
 
 
 _PATH_KEYS = {"dwi", "bval", "bvec", "mask", "pve", "labels"}
@@ -574,26 +902,14 @@ def load_paths(dwi, bval, bvec, *, mask=None, pve=None, labels=None, label_schem
     return load_dwi(dwi, bval, bvec, mask=mask, tissue=tissue, tissue_source=source, **kwargs)
 
 
-def load_subject(config, subject_id):
-    """Load one subject of a dataset config (:func:`helpers.config.load_config`)."""
-    sid = str(subject_id)
+def _check_listed(config, sid):
     ids = [str(s) for s in config.subject_ids]
     if sid not in ids:
         raise ValueError(f"{config.path}: subject {sid!r} is not listed; subjects: {ids}")
-    common = dict(
-        shell=config.shell,
-        shell_tolerance=config.shell_tolerance,
-        b0_threshold=config.b0_threshold,
-        dataset=config.dataset,
-        subject=sid,
-    )
-    if config.kind == "sample":
-        return load_sample(**common)
-    if config.kind == "hcp":
-        return load_hcp(config.root, sid, **common)
-    if config.kind == "bids":
-        return load_bids(config.root, sid, **common)
-    # kind == "paths": subjects maps id -> files, relative to root (or the config's folder)
+
+
+def _paths_files(config, sid):
+    """The files of a ``kind: paths`` subject, relative to ``root`` (or the config's folder)."""
     entry = {str(k): v for k, v in config.subjects.items()}[sid] if isinstance(config.subjects, dict) else None
     if not isinstance(entry, dict):
         raise ValueError(f"{config.path}: kind 'paths' needs subjects as a mapping id -> {{dwi, bval, bvec, ...}}")
@@ -610,6 +926,168 @@ def load_subject(config, subject_id):
     missing = {"dwi", "bval", "bvec"} - set(files)
     if missing:
         raise ValueError(f"{config.path}: subject {sid} lacks {sorted(missing)}")
+    files.setdefault("mask", None)
+    return files
+
+
+def _subject_files(config, sid):
+    """dwi, bval, bvec, mask (path, "all" or None) and tissue files of one config subject."""
+    if config.kind == "sample":
+        return _sample_files()
+    if config.kind == "hcp":
+        return _hcp_files(config.root, sid)
+    if config.kind == "bids":
+        return _bids_files(config.root, sid)
+    return _paths_files(config, sid)
+
+
+def load_subject(config, subject_id):
+    """Load one subject of a dataset config (:func:`helpers.config.load_config`), with the
+    config's shell, tolerance, b0 threshold and ``dti_max_b`` (``config.load_settings()``)."""
+    sid = str(subject_id)
+    _check_listed(config, sid)
+    common = dict(config.load_settings(), dataset=config.dataset, subject=sid)
+    if config.kind == "sample":
+        return load_sample(**common)
+    if config.kind == "hcp":
+        return load_hcp(config.root, sid, **common)
+    if config.kind == "bids":
+        return load_bids(config.root, sid, **common)
+    files = _paths_files(config, sid)
     return load_paths(
         files.pop("dwi"), files.pop("bval"), files.pop("bvec"), label_scheme=config.labels, **files, **common
     )
+
+
+def inspect_subject(config, subject_id):
+    """Check one subject's files quickly, without reading any image data (``synthqa check``).
+
+    Reads the NIfTI headers (nibabel loads data lazily) and the gradient tables, and checks
+    what :func:`load_subject` would refuse: files present and readable, a 4-D DWI,
+    gradient and volume counts, a b0 volume, unit b-vectors, the requested shells, at
+    least 6 non-collinear directions with b <= ``dti_max_b``, the mask and tissue maps on
+    the DWI grid, and (uncompressed files only) a file as long as its header promises.
+    What needs the data (an empty mask, S0 <= 0, a truncated gzip stream) is found when
+    the subject loads.
+
+    Returns
+    -------
+    dict
+        dataset, subject, files, shape, voxel_size_mm, dtype, n_volumes, n_b0,
+        shells_in_file, shells (selected), n_selected, n_dti_volumes, n_dti_directions,
+        thin, erosion, mask, tissue.
+
+    Raises
+    ------
+    ValueError
+        Naming the config, the subject and every problem found (one per line, each
+        naming its file).
+    """
+    sid = str(subject_id)
+    _check_listed(config, sid)
+    settings = config.load_settings()
+    shell, tol = parse_shell(settings["shell"]), settings["shell_tolerance"]
+    b0_thr, dti_max_b = settings["b0_threshold"], settings["dti_max_b"]
+    files = _subject_files(config, sid)
+    problems = []
+    report = {
+        "dataset": config.dataset,
+        "subject": sid,
+        "files": {k: ([str(p) for p in v] if isinstance(v, list) else None if v is None else str(v)) for k, v in files.items()},
+    }
+
+    img = None
+    try:
+        img = _load_image(files["dwi"], what="DWI")
+        if len(img.shape) != 4:
+            raise ValueError(f"{files['dwi']}: DWI must be 4-D, got shape {img.shape}")
+        _check_file_size(img, files["dwi"])
+        grid = tuple(int(s) for s in img.shape[:3])
+        report.update(
+            shape=list(grid),
+            voxel_size_mm=[float(v) for v in img.header.get_zooms()[:3]],
+            dtype=str(img.get_data_dtype()),
+            n_volumes=int(img.shape[3]),
+            thin=_tissue.is_thin(grid),
+            erosion=_erosion_note(grid),
+        )
+    except ValueError as e:
+        problems.append(str(e))
+        img = img if img is not None and len(img.shape) == 4 else None
+
+    try:
+        bvals, bvecs = read_gradients(files["bval"], files["bvec"])
+    except ValueError as e:
+        problems.append(str(e))
+    else:
+        b0 = bvals <= b0_thr
+        report["n_b0"] = int(b0.sum())
+        report["shells_in_file"] = find_shells(bvals, b0_threshold=b0_thr, tolerance=tol)
+        if img is not None and len(bvals) != img.shape[3]:
+            problems.append(f"{files['dwi']} has {img.shape[3]} volumes but there are {len(bvals)} b-values/b-vectors")
+        try:  # b0 and unit length; the count is checked above (when the header was read)
+            bvecs = check_gradients(bvals, bvecs, len(bvals), b0_threshold=b0_thr, dwi_path=files["dwi"], bvec_path=files["bvec"])
+        except ValueError as e:
+            problems.append(str(e))
+            bvecs = np.where(b0[:, None], 0.0, bvecs)
+        try:
+            sel = select_shell(bvals, shell, tolerance=tol, b0_threshold=b0_thr, source=str(files["bval"]))
+        except ValueError as e:
+            problems.append(str(e))
+        else:
+            dti = bvals[sel] <= dti_max_b
+            report.update(
+                shells=find_shells(bvals[sel], b0_threshold=b0_thr, tolerance=tol),
+                n_selected=int(len(sel)),
+                n_dti_volumes=int(dti.sum()),
+                n_dti_directions=count_directions(bvecs[sel][dti]),
+            )
+            try:
+                check_dti_directions(
+                    bvals[sel][dti], bvecs[sel][dti], dti_max_b=dti_max_b, source=str(files["bval"]),
+                    all_bvals=bvals, shell=shell,
+                )
+            except ValueError as e:
+                problems.append(str(e))
+
+    def same_grid(path, what):
+        try:
+            other = _load_image(path, what=what)
+            _check_file_size(other, path)
+            if img is not None:
+                _check_same_grid(other, img.shape, img.affine, path=path, ref_path=files["dwi"], what=what)
+        except ValueError as e:
+            problems.append(str(e))
+
+    mask = files.get("mask")
+    if mask is None:
+        report["mask"] = "automatic (dipy median_otsu on the mean b0, or every voxel of a crop)"
+    elif isinstance(mask, str) and mask == "all":
+        report["mask"] = "all voxels of the volume"
+    else:
+        report["mask"] = str(mask)
+        same_grid(mask, "mask")
+
+    if files.get("pve") is not None:
+        pve = files["pve"]
+        if len(pve) != 3:
+            problems.append(f"{config.path}: subject {sid}: pve must list 3 files (pve_0 CSF, pve_1 GM, pve_2 WM), got {len(pve)}")
+        for p in pve:
+            same_grid(p, "tissue map")
+        report["tissue"] = "FSL FAST partial volumes"
+    elif files.get("labels") is not None:
+        same_grid(files["labels"], "tissue map")
+        report["tissue"] = f"label map ({config.labels})"
+    elif files.get("aseg") is not None:
+        try:
+            _load_image(files["aseg"], what="aparc+aseg")  # resampled onto the DWI grid: any grid
+        except ValueError as e:
+            problems.append(str(e))
+        report["tissue"] = "FreeSurfer aparc+aseg"
+    else:
+        report["tissue"] = "approximate DTI segmentation"
+
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ValueError(f"{config.path}: subject {sid}: {len(problems)} problem(s):\n{lines}")
+    return report

@@ -362,12 +362,7 @@ def verdict_text(results, summary):
         n_subjects=subjects.groupby("dataset")["subject"].nunique().to_dict(),
         skipped=results["skipped"],
         collapsed=_collapsed_detail(results["diagnostics"]),
-        tiny_pools=[
-            f"{r.dataset} / {r.subject}: tiny tissue pool(s) {', '.join(r.tiny_pools)}, fewer than min_pool even "
-            "uneroded; the sampled eigenvalues come from these few voxels"
-            for r in subjects.itertuples()
-            if r.tiny_pools
-        ],
+        tiny_pools=[f"{r.dataset} / {r.subject}: {', '.join(r.tiny_pools)}" for r in subjects.itertuples() if r.tiny_pools],
         approximate_tissue=sorted(subjects.loc[subjects["tissue_source"].str.startswith("approximate"), "subject"]),
         synthetic=sorted(subjects.loc[subjects["synthetic"], "subject"]),
         realism_agreement=None if summary["agreement"] is None else dict(zip(summary["agreement"]["dataset"], summary["agreement"]["sentence"])),

@@ -188,8 +188,8 @@ BIDS_AFFINE = np.array([[2.0, 0, 0, -14], [0, 2.0, 0, -14], [0, 0, 2.0, -10], [0
 
 
 def _write_bids_run(folder, stem, rng):
-    """A single-shell run (2 b0, 12 directions at b≈1000, 6 at b≈2000): a bright box of
-    tensors in a dark, noisy background, so that median_otsu finds the box."""
+    """A two-shell run (2 b0, 12 directions at b≈1000, 6 at b≈2000): a bright box of
+    tensors in air (magnitude noise only), so that median_otsu finds the box."""
     nominal = np.r_[0, rng.permutation(np.repeat([1000, 2000], [12, 6])), 0]
     bvals = np.where(nominal == 0, 0, nominal + rng.integers(-5, 6, nominal.size)).astype(float)
     bvecs = random_unit_vectors(rng, nominal.size)
@@ -198,7 +198,7 @@ def _write_bids_run(folder, stem, rng):
     evals = np.sort(rng.uniform(0.3e-3, 2.0e-3, size=(n, 3)), axis=1)[:, ::-1]
     R = random_rotations(rng, n)
     D = np.einsum("nij,nj,nkj->nik", R, evals, R).reshape(BIDS_SHAPE + (3, 3))
-    s0 = np.full(BIDS_SHAPE, 20.0)
+    s0 = np.zeros(BIDS_SHAPE)  # air around the box: magnitude noise only
     s0[3:11, 3:11, 2:8] = rng.uniform(800, 1000, size=(8, 8, 6))
     data = tensor_signal(s0, bvals, bvecs, D)
     data = np.abs(data + rng.normal(0, 5.0, size=data.shape)).astype(np.float32)
@@ -222,3 +222,61 @@ def bids(tmp_path, rng):
         "shell: 1000\nshell_tolerance: 50\nprofile: quick\n"
     )
     return SimpleNamespace(root=root, config=config, runs=runs, shape=BIDS_SHAPE, affine=BIDS_AFFINE)
+
+
+# ----------------------------------------------------------------------------- small scans
+
+
+TISSUE_EVALS = {1: (3.0e-3, 3.0e-3, 3.0e-3), 2: (0.8e-3, 0.8e-3, 0.8e-3), 3: (1.7e-3, 0.3e-3, 0.3e-3)}
+"""Eigenvalues (mm²/s) of the tensor each tissue code gets in :func:`build_scan`:
+CSF free water, GM isotropic, WM prolate (FA 0.80)."""
+TISSUE_S0 = {0: 0.0, 1: 3000.0, 2: 1200.0, 3: 1000.0}
+"""S0 of each tissue code in :func:`build_scan` (CSF bright on b0, as in a real scan)."""
+
+
+def build_scan(folder, rng, labels, *, n_b0=3, shells=((1000, 12),), dtype=np.float32, s0=None,
+               sigma=0.0, affine=None, stem="dwi"):
+    """Write a small scan whose every voxel holds a known tensor, and its label map.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) int ndarray
+        Tissue codes (0 outside, 1 CSF, 2 GM, 3 WM); written as ``<stem>_labels.nii.gz``
+        (FSL FAST codes) and ``labels > 0`` as ``<stem>_mask.nii.gz``.
+    shells : sequence of (b, n_directions)
+        Random unit directions per shell; the b0 volumes come first.
+    dtype : numpy dtype
+        Stored data type; integer types are rounded and clipped at 0.
+    s0 : dict, optional
+        S0 per tissue code (default :data:`TISSUE_S0`).
+    sigma : float
+        Gaussian noise sd added to every volume (scanner units); the magnitude is stored,
+        so voxels outside (S0 0) hold air: noise that does not attenuate.
+
+    Returns a namespace with the paths and the ground truth (bvals, bvecs, D, s0, data as
+    stored, labels). WM tensors point along a random direction per voxel.
+    """
+    folder = Path(folder)
+    labels = np.asarray(labels, dtype=np.int16)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else np.asarray(affine, float)
+    s0_map = np.vectorize({**TISSUE_S0, **(s0 or {})}.get)(labels).astype(float)
+    bvals = np.r_[np.zeros(n_b0), np.concatenate([np.full(n, float(b)) for b, n in shells])]
+    bvecs = np.r_[np.zeros((n_b0, 3)), random_unit_vectors(rng, len(bvals) - n_b0)]
+    n = labels.size
+    evals = np.array([TISSUE_EVALS.get(int(c), (1e-3,) * 3) for c in labels.ravel()])
+    R = random_rotations(rng, n)
+    D = np.einsum("nij,nj,nkj->nik", R, evals, R).reshape(labels.shape + (3, 3))
+    data = tensor_signal(s0_map, bvals, bvecs, D)
+    if sigma:
+        data = np.abs(data + rng.normal(0, sigma, data.shape))
+    if np.issubdtype(dtype, np.integer):
+        data = np.clip(np.round(data), 0, np.iinfo(dtype).max)
+    data = data.astype(dtype)
+    dwi = save_nifti(folder / f"{stem}.nii.gz", data, affine)
+    bval, bvec = write_gradients(folder / f"{stem}.bval", folder / f"{stem}.bvec", bvals, bvecs)
+    mask = save_nifti(folder / f"{stem}_mask.nii.gz", (labels > 0).astype(np.uint8), affine)
+    label_path = save_nifti(folder / f"{stem}_labels.nii.gz", labels, affine)
+    return SimpleNamespace(
+        dwi=dwi, bval=bval, bvec=bvec, mask=mask, labels_path=label_path, labels=labels, affine=affine,
+        shape=labels.shape, bvals=bvals, bvecs=bvecs, D=D, s0=s0_map, data=data,
+    )

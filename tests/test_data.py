@@ -6,6 +6,7 @@ or from reading the files with nibabel directly; never from the loader itself.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,9 +14,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import B0_FACTORS, save_nifti, write_gradients
-from helpers.config import load_config
-from helpers.data import Subject, estimate_snr, load_bids, load_dwi, load_hcp, load_paths, load_sample, load_subject
+from conftest import build_scan, random_unit_vectors, save_nifti, write_gradients
+from helpers import noise
+from helpers.config import CONFIG_DIR, load_config
+from helpers.data import (
+    Subject,
+    count_directions,
+    find_shells,
+    inspect_subject,
+    load_bids,
+    load_dwi,
+    load_hcp,
+    load_paths,
+    load_sample,
+    load_subject,
+    select_shell,
+)
 from helpers.io import atomic_path
 
 
@@ -94,12 +108,44 @@ def test_hcp_tissue_resampled_nearest_neighbour(hcp, hcp_subject):
     np.testing.assert_array_equal(s.tissue_mask("CSF"), expected == 1)
 
 
-def test_hcp_snr_from_b0_repeats(hcp_subject):
-    # Every voxel's b0 repeats are S0 x (0.98, 1.02, 1.01, 0.99): mean/std = 1/0.018257...
-    f = B0_FACTORS
-    expected = f.mean() / np.sqrt(((f - f.mean()) ** 2).sum() / 3)
-    assert hcp_subject.snr == pytest.approx(expected, rel=1e-3)
-    assert "4 b0 repeats" in hcp_subject.snr_method
+def _spy_noise(monkeypatch):
+    """Record the arguments load_dwi passes to helpers.noise.estimate_noise."""
+    calls = []
+    real = noise.estimate_noise
+
+    def spy(b0, indices, shape, **kwargs):
+        est = real(b0, indices, shape, **kwargs)
+        calls.append(dict(b0=np.array(b0), indices=np.array(indices), shape=shape, est=est, **kwargs))
+        return est
+
+    monkeypatch.setattr(noise, "estimate_noise", spy)
+    return calls
+
+
+def test_hcp_noise_gets_the_b0_repeats_and_only_the_dti_columns(hcp, monkeypatch):
+    """The noise estimate is helpers.noise's (tested there); here: it receives the 4 b0
+    repeats of every brain voxel as read from the file, and for its fallback only the
+    selected volumes with b <= dti_max_b (b=1000 of the three shells with shell "all")."""
+    calls = _spy_noise(monkeypatch)
+    s = load_hcp(hcp.root, hcp.subject_id, shell="all")
+    (call,) = calls
+    raw = np.asarray(nib.load(hcp.dwi).dataobj, dtype=float)
+    np.testing.assert_array_equal(call["indices"], s.indices)
+    assert call["shape"] == hcp.shape
+    np.testing.assert_allclose(call["b0"], raw[tuple(s.indices.T)][:, hcp.b0_idx], rtol=1e-6)
+    np.testing.assert_allclose(call["b0"].mean(axis=1) / s.s0, 1, rtol=1e-6)
+    dw = np.flatnonzero(hcp.nominal > 0)
+    low = hcp.nominal[dw] == 1000
+    np.testing.assert_array_equal(call["bvals"], hcp.bvals[dw][low])
+    np.testing.assert_allclose(call["bvecs"], hcp.bvecs[dw][low], atol=1e-9)
+    assert call["attenuation"].shape == (s.n_voxels, 9)
+    np.testing.assert_array_equal(call["attenuation"], s.attenuation[:, low])
+    est = call["est"]
+    assert (s.sigma, s.snr, s.snr_method) == (est.sigma, est.snr, est.method)
+    assert s.info["snr_voxels"] == est.n_voxels
+    # per-voxel sigma / S0 and the noise floor: sqrt(2/pi) mean(sigma/S0), by hand
+    np.testing.assert_allclose(s.relative_sigma, est.sigma / s.s0.astype(float), rtol=1e-6)
+    assert s.noise_floor == pytest.approx(np.sqrt(2 / np.pi) * np.mean(est.sigma / s.s0.astype(float)), rel=1e-6)
 
 
 def test_hcp_reads_only_the_needed_volumes(hcp, monkeypatch):
@@ -147,7 +193,12 @@ def test_subject_save_load_round_trip(hcp, hcp_subject, tmp_path):
     assert back.shape == s.shape
     np.testing.assert_array_equal(back.affine, s.affine)
     assert back.snr == s.snr and back.snr_method == s.snr_method
+    assert back.sigma == s.sigma and back.dti_max_b == s.dti_max_b == 1500.0
     assert back.info == s.info
+    meta = json.loads((folder / "subject.json").read_text())
+    assert meta["snr"] == s.snr and meta["sigma"] == s.sigma and meta["snr_method"] == s.snr_method
+    assert meta["dti_max_b"] == 1500.0 and meta["thin"] is False and meta["erosion"].startswith("3-D")
+    assert [(sh["b"], sh["n"]) for sh in meta["shells"]] == [(1000.0, 9)]
 
     with np.load(folder / "subject.npz", allow_pickle=False) as z:  # no object arrays
         assert set(z.files) == {"attenuation", "bvals", "bvecs", "indices", "tissue", "s0"}
@@ -275,9 +326,15 @@ def test_sample_attenuation_is_file_over_b0(sample, sample_files):
     np.testing.assert_allclose(E, raw[..., 1:] / raw[..., :1], rtol=1e-6)
 
 
-def test_sample_snr_and_tissue(sample):
-    assert np.isfinite(sample.snr) and sample.snr > 0
-    assert isinstance(sample.snr_method, str) and "residual" in sample.snr_method
+def test_sample_snr_and_tissue(sample, sample_files):
+    _, raw, _ = sample_files
+    # one b0: helpers.noise falls back on tensor residuals of the 64 b=1000 directions
+    expected = noise.estimate_noise(
+        raw[..., :1].reshape(-1, 1), np.argwhere(np.ones((10, 10, 10), bool)), (10, 10, 10),
+        attenuation=(raw[..., 1:] / raw[..., :1]).reshape(-1, 64), bvals=sample.bvals, bvecs=sample.bvecs,
+    )
+    assert sample.sigma == pytest.approx(expected.sigma, rel=1e-5)
+    assert sample.snr == pytest.approx(expected.snr, rel=1e-5) and sample.snr_method == expected.method
     counts = sample.info["tissue_counts"]
     assert sum(counts.values()) == 1000 and all(v > 0 for v in counts.values())
     assert "approximate" in sample.info["tissue_source"]
@@ -496,13 +553,351 @@ def test_subject_eroded_tissue_mask():
         s.volume(np.zeros(3))
 
 
-@pytest.mark.parametrize("k", [3, 5, 18])
-def test_snr_from_b0_repeats_is_unbiased_with_few_repeats(k):
-    """b0 = S0 (1 + n/20): the SNR is 20 whatever S0; a per-voxel mean/std median would
-    read about 24 with three repeats."""
-    rng = np.random.default_rng(k)
-    s0 = rng.uniform(500, 1500, 20000)
-    b0 = s0[:, None] * (1 + rng.standard_normal((20000, k)) / 20)
-    snr, method = estimate_snr(None, b0)
-    assert snr == pytest.approx(20, rel=0.02)
-    assert f"{k} b0 repeats" in method
+# ----------------------------------------------------------------------------- shells
+
+
+def test_find_shells_groups_jittered_b_values():
+    b = [0, 5, 990, 1010, 1000, 2005, 1995, 3000, 3000]
+    assert find_shells(b) == [
+        {"b": 1000.0, "n": 3, "b_min": 990.0, "b_max": 1010.0},
+        {"b": 2000.0, "n": 2, "b_min": 1995.0, "b_max": 2005.0},
+        {"b": 3000.0, "n": 2, "b_min": 3000.0, "b_max": 3000.0},
+    ]
+    # a q-space sweep in small steps is one spread-out group
+    (sweep,) = find_shells(np.linspace(300, 4000, 101))
+    assert (sweep["n"], sweep["b_min"], sweep["b_max"]) == (101, 300.0, 4000.0)
+
+
+def test_select_shell_number_list_and_all():
+    b = np.array([0, 1000, 2000, 5, 1010, 3000, 2000, 990])
+    np.testing.assert_array_equal(select_shell(b, 1000), [1, 4, 7])
+    np.testing.assert_array_equal(select_shell(b, 1000.0), [1, 4, 7])
+    np.testing.assert_array_equal(select_shell(b, [3000, 1000]), [1, 4, 5, 7])  # file order
+    np.testing.assert_array_equal(select_shell(b, "all"), [1, 2, 4, 5, 6, 7])
+    with pytest.raises(ValueError, match=r"bvals\.txt: no volume in the b=1500, 2500 shells \(±100\)"):
+        select_shell(b, [1000, 1500, 2500], source="bvals.txt")
+    with pytest.raises(ValueError, match="shell must be a b-value, a list of b-values or 'all'"):
+        select_shell(b, "everything")
+    with pytest.raises(ValueError, match="no diffusion-weighted volume"):
+        select_shell([0, 0, 5], "all", source="b.txt")
+
+
+def test_count_directions_ignores_sign_and_near_duplicates():
+    g = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, 0, 1], [np.cos(0.01), np.sin(0.01), 0]])
+    assert count_directions(g) == 3  # 0.57 degrees from x: the same axis
+    assert count_directions(g, degrees=0.1) == 4
+    assert count_directions(np.zeros((0, 3))) == 0
+
+
+@pytest.mark.parametrize(
+    "shell, nominal",
+    [(2000.0, [2000]), ([1000, 3000], [1000, 3000]), ("all", [1000, 2000, 3000]), ([3000, 1000], [1000, 3000])],
+)
+def test_hcp_shell_selection_keeps_each_b_value(hcp, shell, nominal):
+    keep = np.flatnonzero(np.isin(hcp.nominal, nominal))  # file order
+    s = load_hcp(hcp.root, hcp.subject_id, shell=shell, dti_max_b=3500)
+    np.testing.assert_array_equal(s.bvals, hcp.bvals[keep])  # jittered values kept as they are
+    np.testing.assert_allclose(s.bvecs, hcp.bvecs[keep], atol=1e-9)
+    raw = np.asarray(nib.load(hcp.dwi).dataobj, dtype=float)[tuple(s.indices.T)]
+    np.testing.assert_allclose(s.attenuation, raw[:, keep] / raw[:, hcp.b0_idx].mean(axis=1, keepdims=True), rtol=1e-5)
+    assert [sh["b"] for sh in s.info["shells"]] == [float(b) for b in sorted(nominal)]
+    assert [sh["n"] for sh in s.info["shells"]] == [int((hcp.nominal == b).sum()) for b in sorted(nominal)]
+    assert s.info["shell"] == ("all" if shell == "all" else [float(b) for b in np.atleast_1d(shell)])
+
+
+def test_dti_columns_are_the_selected_volumes_up_to_dti_max_b(hcp):
+    s = load_hcp(hcp.root, hcp.subject_id, shell="all")
+    dw = hcp.nominal[hcp.nominal > 0]
+    np.testing.assert_array_equal(s.dti_columns, dw == 1000)
+    assert s.info["n_dti_volumes"] == 9 and s.info["n_dti_directions"] == 9 and s.dti_max_b == 1500
+    s.dti_max_b = 2500
+    np.testing.assert_array_equal(s.dti_columns, dw <= 2000)
+
+
+def test_subject_tensor_fits_only_the_dti_columns(hcp):
+    """Signals above b=1500 are made non-Gaussian (x1.3): the tensor of the b<=1500
+    columns is still the fixture's D, equal to dipy's TensorModel on those columns;
+    fitting every column (dti_max_b=3500) is not."""
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.dti import TensorModel
+
+    data = hcp.data.copy()
+    data[..., hcp.nominal > 1500] *= 1.3
+    save_nifti(hcp.dwi, data, hcp.affine)
+    s = load_hcp(hcp.root, hcp.subject_id, shell="all")
+    fit = s.tensor()
+    low = np.flatnonzero(hcp.nominal == 1000)
+    S0 = data[..., hcp.b0_idx].mean(axis=-1)[tuple(s.indices.T)].astype(float)
+    E = data[..., low][tuple(s.indices.T)].astype(float) / S0[:, None]
+    gtab = gradient_table(np.r_[0, hcp.bvals[low]], bvecs=np.r_[[[0, 0, 0]], hcp.bvecs[low]])
+    ref = TensorModel(gtab, fit_method="WLS").fit(np.hstack([np.ones((len(E), 1)), E]))
+    np.testing.assert_allclose(fit.evals, ref.evals, rtol=1e-5, atol=1e-9)
+    true = np.linalg.eigvalsh(hcp.D[tuple(s.indices.T)])[:, ::-1]
+    np.testing.assert_allclose(fit.evals, true, rtol=1e-4, atol=1e-8)
+    everything = load_hcp(hcp.root, hcp.subject_id, shell="all", dti_max_b=3500).tensor()
+    assert np.abs(everything.evals - true).max() > 1e-4
+
+
+def test_fewer_than_six_directions_at_low_b_is_a_clear_error(hcp):
+    # b=2000 alone: no volume with b <= 1500
+    with pytest.raises(ValueError, match=_match(hcp.bval, "at least 6", "shell 2000", "0 non-collinear",
+                                                "~1000 (9 volumes", "~2000 (8", "~3000 (7", "dti_max_b")):
+        load_hcp(hcp.root, hcp.subject_id, shell=2000)
+    # ... which dti_max_b fixes
+    s = load_hcp(hcp.root, hcp.subject_id, shell=2000, dti_max_b=2500)
+    assert s.dti_columns.all() and s.n_directions == 8
+
+
+def test_five_directions_repeated_is_a_clear_error(hcp, rng):
+    bvecs = hcp.bvecs.copy()
+    shell = hcp.shell_idx
+    five = random_unit_vectors(rng, 5)
+    bvecs[shell] = five[np.arange(len(shell)) % 5] * np.where(np.arange(len(shell)) % 2, 1, -1)[:, None]
+    write_gradients(hcp.bval, hcp.bvec, hcp.bvals, bvecs)
+    with pytest.raises(ValueError, match=_match(hcp.bval, "5 non-collinear directions", "9 with b <= 1500")):
+        load_hcp(hcp.root, hcp.subject_id)
+
+
+def test_coplanar_directions_do_not_span_the_tensor(hcp):
+    bvecs = hcp.bvecs.copy()
+    angles = np.linspace(0, np.pi, len(hcp.shell_idx), endpoint=False)
+    bvecs[hcp.shell_idx] = np.c_[np.cos(angles), np.sin(angles), np.zeros_like(angles)]
+    write_gradients(hcp.bval, hcp.bvec, hcp.bvals, bvecs)
+    with pytest.raises(ValueError, match=_match(hcp.bval, "9 non-collinear directions", "do not span the tensor")):
+        load_hcp(hcp.root, hcp.subject_id)
+
+
+def test_load_subject_passes_dti_max_b_from_the_config(hcp, tmp_path):
+    cfg = tmp_path / "hcp.yaml"
+    cfg.write_text(f"dataset: h\nkind: hcp\nroot: {hcp.root}\nsubjects: [100307]\nshell: [2000]\ndti_max_b: 2500\n")
+    s = load_subject(load_config(cfg), "100307")
+    assert s.dti_max_b == 2500 and s.n_directions == 8 and s.dti_columns.all()
+
+
+# ----------------------------------------------------------------------------- any scan shape
+
+
+def _square(shape, lo, hi, code, fill):
+    labels = np.full(shape, fill, np.int16)
+    labels[lo:hi, lo:hi, :] = code
+    return labels
+
+
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_thin_scan_loads_and_erodes_in_plane(tmp_path, rng, n_slices):
+    # 7x7 slices of GM with a 5x5 WM square: eroded in-plane, the 3x3 centre of each slice
+    labels = _square((7, 7, n_slices), 1, 6, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, n_b0=3)
+    s = load_paths(scan.dwi, scan.bval, scan.bvec, mask=scan.mask, labels=scan.labels_path)
+    assert s.shape == (7, 7, n_slices) and s.n_voxels == 49 * n_slices
+    eroded = s.tissue_mask("WM", eroded=True)
+    expected = np.zeros((7, 7, n_slices), bool)
+    expected[2:5, 2:5, :] = True
+    np.testing.assert_array_equal(s.volume(eroded, fill=False), expected)
+    assert s.info["thin"] is True and s.info["erosion"].startswith("in-plane") and "axis 2" in s.info["erosion"]
+    meta = json.loads((s.save(tmp_path / "out") / "subject.json").read_text())
+    assert meta["thin"] is True and "in-plane" in meta["erosion"]
+    np.testing.assert_allclose(s.tensor().evals[s.wm], np.tile([1.7e-3, 0.3e-3, 0.3e-3], (s.wm.sum(), 1)), rtol=1e-5)
+
+
+def test_empty_tissue_class_is_counted_not_a_crash(tmp_path, rng):
+    labels = _square((6, 6, 3), 1, 5, 3, 2)  # WM and GM, no CSF
+    scan = build_scan(tmp_path, rng, labels)
+    s = load_paths(scan.dwi, scan.bval, scan.bvec, mask=scan.mask, labels=scan.labels_path)
+    assert s.info["tissue_counts"] == {"CSF": 0, "GM": 108 - 48, "WM": 48}
+    for eroded in (False, True):
+        assert not s.tissue_mask("CSF", eroded=eroded).any()
+    assert not s.csf.any()
+    back = Subject.load(s.save(tmp_path / "out"))
+    assert back.info["tissue_counts"]["CSF"] == 0
+    # the DTI segmentation of the same scan finds no CSF either (no MD >= 1.6e-3)
+    s2 = load_dwi(scan.dwi, scan.bval, scan.bvec, mask=scan.mask)
+    assert s2.info["tissue_counts"] == {"CSF": 0, "GM": 60, "WM": 48}
+
+
+def test_automatic_mask_falls_back_to_every_voxel_of_an_all_brain_crop(tmp_path, rng):
+    # a crop inside the brain: bright CSF (S0 3000) in a quarter, GM/WM (1000-1200) elsewhere
+    labels = np.full((10, 10, 4), 2, np.int16)
+    labels[:, :4, :] = 3
+    labels[:5, 5:, :] = 1
+    scan = build_scan(tmp_path, rng, labels, sigma=20.0)
+    s = load_dwi(scan.dwi, scan.bval, scan.bvec)  # no mask
+    assert s.n_voxels == 400 and s.info["mask_fallback"] is True
+    assert "all 400 voxels with a finite, positive S0" in s.info["mask"] and "crop" in s.info["mask"]
+    # what median_otsu alone keeps: fewer than half of them
+    from dipy.segment.mask import median_otsu
+
+    _, otsu = median_otsu(scan.data[..., :3].astype(float).mean(axis=-1), median_radius=2, numpass=1)
+    assert otsu.sum() < 200
+
+
+def test_automatic_mask_keeps_otsu_on_a_head_with_background(tmp_path, rng):
+    # a brain in air (magnitude noise, 20 % of the voxels): Otsu keeps the brain, no fallback
+    labels = np.zeros((14, 14, 6), np.int16)
+    labels[4:10, 4:10, 1:5] = 2
+    scan = build_scan(tmp_path, rng, labels, sigma=20.0)
+    s = load_dwi(scan.dwi, scan.bval, scan.bvec)
+    assert s.info["mask_fallback"] is False and s.info["mask"] == "dipy median_otsu on the mean b0"
+    assert s.n_voxels <= 6 * 6 * 4 + 20 and (s.indices == (7, 7, 3)).all(axis=1).any()
+
+
+def test_sample_without_a_mask_is_taken_for_a_crop():
+    s = load_sample(mask=None)
+    assert s.n_voxels == 1000 and s.info["mask_fallback"] is True
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_integer_data_types(tmp_path, rng, dtype):
+    labels = _square((6, 6, 3), 1, 5, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, dtype=dtype, s0={2: 240.0, 3: 200.0})
+    assert nib.load(scan.dwi).get_data_dtype() == dtype
+    s = load_dwi(scan.dwi, scan.bval, scan.bvec, mask=scan.mask)
+    assert s.attenuation.dtype == np.float32 and s.s0.dtype == np.float32 and s.info["dtype"] == np.dtype(dtype).name
+    raw = scan.data.astype(float)[tuple(s.indices.T)]
+    np.testing.assert_allclose(s.s0, raw[:, :3].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(s.attenuation, raw[:, 3:] / raw[:, :3].mean(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_odd_gradient_files_give_the_same_subject(hcp, hcp_subject):
+    """b-values in a column, b-vectors k x 3 with NaN at b0: read as the FSL layout is."""
+    np.savetxt(hcp.bval, hcp.bvals[:, None], fmt="%g")
+    bvecs = hcp.bvecs.copy()
+    bvecs[hcp.b0_idx] = np.nan
+    np.savetxt(hcp.bvec, bvecs, fmt="%.10f")
+    s = load_hcp(hcp.root, hcp.subject_id)
+    np.testing.assert_array_equal(s.bvals, hcp_subject.bvals)
+    np.testing.assert_array_equal(s.bvecs, hcp_subject.bvecs)
+    np.testing.assert_array_equal(s.attenuation, hcp_subject.attenuation)
+
+
+def test_nan_b_value_is_an_error(hcp):
+    bvals = hcp.bvals.copy()
+    bvals[3] = np.nan
+    write_gradients(hcp.bval, hcp.bvec, bvals, hcp.bvecs)
+    with pytest.raises(ValueError, match=_match(hcp.bval, "finite and >= 0", "volume 3")):
+        load_hcp(hcp.root, hcp.subject_id)
+
+
+# ----------------------------------------------------------------------------- inspect_subject
+
+
+@pytest.fixture
+def no_data_reads(monkeypatch):
+    """Fail on any read of image data (nibabel's ArrayProxy)."""
+    from nibabel.arrayproxy import ArrayProxy
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("image data was read")
+
+    monkeypatch.setattr(ArrayProxy, "__getitem__", refuse)
+    monkeypatch.setattr(ArrayProxy, "__array__", refuse)
+
+
+def _paths_config(tmp_path, scan, extra="", **entries):
+    files = dict(dwi=scan.dwi, bval=scan.bval, bvec=scan.bvec, mask=scan.mask, labels=scan.labels_path)
+    files.update(entries)
+    lines = "".join(f"    {k}: {v}\n" for k, v in files.items() if v is not None)
+    cfg = tmp_path / "scan.yaml"
+    cfg.write_text(f"dataset: d\nkind: paths\nsubjects:\n  s1:\n{lines}{extra}")
+    return load_config(cfg)
+
+
+def test_inspect_subject_reads_headers_only(tmp_path, rng, no_data_reads):
+    labels = _square((7, 7, 2), 1, 6, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, n_b0=2, shells=((1000, 10), (2000, 7)))
+    report = inspect_subject(_paths_config(tmp_path, scan, "shell: all\n"), "s1")
+    assert report["shape"] == [7, 7, 2] and report["n_volumes"] == 19 and report["n_b0"] == 2
+    assert [(sh["b"], sh["n"]) for sh in report["shells"]] == [(1000.0, 10), (2000.0, 7)]
+    assert report["n_selected"] == 17 and report["n_dti_volumes"] == 10 and report["n_dti_directions"] == 10
+    assert report["thin"] is True and report["dtype"] == "float32" and report["tissue"] == "label map (fast)"
+
+
+def test_inspect_subject_of_the_sample_and_hcp(hcp, tmp_path, no_data_reads):
+    report = inspect_subject(load_config(CONFIG_DIR / "sample.yaml"), "small_64D")
+    assert report["n_b0"] == 1 and report["n_dti_directions"] == 64 and report["mask"] == "all voxels of the volume"
+    cfg = tmp_path / "hcp.yaml"
+    cfg.write_text(f"dataset: h\nkind: hcp\nroot: {hcp.root}\nsubjects: [100307]\n")
+    report = inspect_subject(load_config(cfg), "100307")
+    assert report["n_b0"] == 4 and report["n_selected"] == 9 and report["tissue"] == "FreeSurfer aparc+aseg"
+
+
+def test_inspect_subject_names_every_problem(tmp_path, rng, no_data_reads):
+    labels = _square((7, 7, 3), 1, 6, 3, 2)
+    scan = build_scan(tmp_path, rng, labels)
+    other = save_nifti(tmp_path / "other_mask.nii.gz", np.ones((7, 7, 2), np.uint8), scan.affine)
+    config = _paths_config(tmp_path, scan, "shell: [1000, 1500]\n", mask=other, labels=tmp_path / "missing.nii.gz")
+    with pytest.raises(ValueError) as err:
+        inspect_subject(config, "s1")
+    message = str(err.value)
+    assert "3 problem(s)" in message and str(config.path) in message and "subject s1" in message
+    assert f"{other}: mask on another grid" in message
+    assert f"{tmp_path / 'missing.nii.gz'}: tissue map file not found" in message
+    assert f"{scan.bval}: no volume in the b=1500 shell" in message
+
+
+def test_inspect_subject_counts_b0_unit_length_and_directions(tmp_path, rng, no_data_reads):
+    labels = _square((7, 7, 3), 1, 6, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, n_b0=2, shells=((1000, 5), (2000, 9)))
+    bvecs = scan.bvecs.copy()
+    bvecs[4] *= 1.2
+    write_gradients(scan.bval, scan.bvec, np.r_[scan.bvals, 2000], np.r_[bvecs, [[1, 0, 0]]])
+    with pytest.raises(ValueError) as err:
+        inspect_subject(_paths_config(tmp_path, scan, "shell: all\n"), "s1")
+    message = str(err.value)
+    assert f"{scan.dwi} has 16 volumes but there are 17 b-values" in message
+    assert f"{scan.bvec}: 1 diffusion-weighted b-vector(s) are not unit length" in message
+    assert f"{scan.bval}: the tensor fit" in message and "5 non-collinear directions" in message
+
+
+def test_inspect_subject_truncated_uncompressed_dwi(tmp_path, rng, no_data_reads):
+    labels = _square((7, 7, 3), 1, 6, 3, 2)
+    scan = build_scan(tmp_path, rng, labels)
+    dwi = tmp_path / "dwi.nii"
+    save_nifti(dwi, scan.data, scan.affine)
+    whole = dwi.read_bytes()
+    dwi.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(ValueError, match=_match(dwi, "truncated NIfTI")):
+        inspect_subject(_paths_config(tmp_path, scan, dwi=dwi), "s1")
+
+
+# ----------------------------------------------------------------------------- the in-vivo scan
+
+
+def _invivo_config():
+    config = load_config(CONFIG_DIR / "invivo.yaml")
+    if not (config.root / "b1k_b2k_example_slices_24_38.nii.gz").is_file():
+        pytest.skip(f"{config.root}: the mdt b1k_b2k scan is not fetched (python -m helpers.datasets)")
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shell, n_dirs", [(1000, 30), ([1000, 2000], 90), ("all", 90)])
+def test_invivo_scan_loads(shell, n_dirs):
+    import dataclasses
+
+    config = dataclasses.replace(_invivo_config(), shell=shell if shell == "all" else tuple(np.atleast_1d(shell).astype(float)))
+    s = load_subject(config, "b1k_b2k")
+    assert s.shape == (104, 104, 2) and s.n_voxels == 8865 and s.info["n_b0"] == 13
+    assert s.n_directions == n_dirs and s.dti_columns.sum() == 30
+    assert set(np.unique(s.bvals)) == ({1000.0} if n_dirs == 30 else {1000.0, 2000.0})
+    assert s.info["thin"] is True and all(v > 0 for v in s.info["tissue_counts"].values())
+    # the issue's two independent reads: per-voxel median b0 SNR ~36, MP-PCA ~25
+    assert 20 <= s.snr <= 45, s.snr_method
+    report = inspect_subject(config, "b1k_b2k")
+    assert report["n_selected"] == n_dirs and report["n_dti_directions"] == 30
+
+
+def test_q_space_sweep_needs_shell_all(tmp_path, rng):
+    """101 volumes at b from 300 to 4000 (the issue's q-space crop): the default shell
+    keeps a handful of volumes and says so clearly; ``shell: all`` loads every one, and
+    the tensor uses those with b <= 1500."""
+    labels = _square((6, 6, 3), 1, 5, 3, 2)
+    b = np.round(np.linspace(300, 4000, 101))
+    scan = build_scan(tmp_path, rng, labels, n_b0=1, shells=[(v, 1) for v in b])
+    near = int((np.abs(b - 1000) <= 100).sum())
+    assert near < 6
+    with pytest.raises(ValueError, match=_match(scan.bval, f"have {near} non-collinear", "300-4000 (101 volumes")):
+        load_dwi(scan.dwi, scan.bval, scan.bvec, mask=scan.mask)
+    s = load_dwi(scan.dwi, scan.bval, scan.bvec, mask=scan.mask, shell="all")
+    assert s.n_directions == 101 and s.dti_columns.sum() == int((b <= 1500).sum())
+    np.testing.assert_array_equal(s.bvals, b)

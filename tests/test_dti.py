@@ -114,3 +114,44 @@ def test_wrong_data_shape_names_the_expected_shape(rng):
     bvals, bvecs = _scheme(rng, n_b0=1, shells=((1000, 10),))
     with pytest.raises(ValueError, match=r"data has shape \(4, 10\); expected \(n_voxels, 11\)"):
         fit_tensor(bvals, bvecs, np.ones((4, 10)))
+
+
+def test_subject_tensor_uses_only_the_columns_up_to_dti_max_b(rng):
+    """A two-shell subject whose b=2000 signal is bi-exponential (no tensor fits it): the
+    Subject's tensor equals dipy's TensorModel on [S0=1, E at b=1000] alone."""
+    from helpers.data import Subject
+
+    bvals, bvecs = _scheme(rng, n_b0=0, shells=((1000, 20), (2000, 25)))
+    order = rng.permutation(len(bvals))  # shells interleaved, as scanners store them
+    bvals, bvecs = bvals[order], bvecs[order]
+    n = 50
+    evals = np.c_[rng.uniform(1.2e-3, 2e-3, n), rng.uniform(0.2e-3, 0.5e-3, (n, 2))]
+    R = random_rotations(rng, n)
+    D = np.einsum("nij,nj,nkj->nik", R, evals, R)
+    E = tensor_signal(1.0, bvals, bvecs, D)
+    E[:, bvals > 1500] = 0.7 * E[:, bvals > 1500] + 0.1  # a slow, restricted pool
+    s = Subject(
+        attenuation=E.astype(np.float32), bvals=bvals, bvecs=bvecs, indices=np.c_[np.arange(n), np.zeros((n, 2), int)],
+        shape=(n, 1, 1), affine=np.eye(4), tissue=np.zeros(n, np.uint8), s0=np.ones(n, np.float32),
+    )
+    low = bvals <= 1500
+    np.testing.assert_array_equal(s.dti_columns, low)
+    ref = _dipy_wls(np.r_[0, bvals[low]], np.r_[[[0, 0, 0]], bvecs[low]], np.c_[np.ones(n), E.astype(np.float32)[:, low]])
+    fit = s.tensor()
+    _assert_agree(fit, ref)
+    np.testing.assert_allclose(fit.evals, np.sort(evals, axis=1)[:, ::-1], rtol=1e-4)
+    s.dti_max_b, s._tensor = 2500.0, None  # every column: the bi-exponential shell biases it
+    assert np.abs(s.tensor().evals - np.sort(evals, axis=1)[:, ::-1]).max() > 5e-5
+
+
+def test_subject_tensor_refuses_too_few_directions(rng):
+    from helpers.data import Subject
+
+    bvecs = random_unit_vectors(rng, 5)
+    s = Subject(
+        attenuation=np.full((3, 5), 0.5, np.float32), bvals=np.full(5, 1000.0), bvecs=bvecs,
+        indices=np.zeros((3, 3), int), shape=(3, 1, 1), affine=np.eye(4), tissue=np.zeros(3, np.uint8),
+        s0=np.ones(3, np.float32), info={"bval": "my.bval"},
+    )
+    with pytest.raises(ValueError, match=r"my\.bval: the tensor fit .* needs at least 6 .* have 5 non-collinear"):
+        s.tensor()

@@ -12,6 +12,7 @@ from helpers.tissue import (
     erode,
     fast_labels_to_tissue,
     freesurfer_to_tissue,
+    is_thin,
     nearest_neighbour_lookup,
     pve_to_tissue,
 )
@@ -117,6 +118,42 @@ def test_erode_is_6_connected():
     vol[1:4, 2, 2] = vol[2, 1:4, 2] = vol[2, 2, 1:4] = True
     out = erode(vol)
     assert out.sum() == 1 and out[2, 2, 2]
+
+
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_erode_is_in_plane_on_a_slab(n_slices):
+    # a 5x5 square in every slice: in-plane erosion leaves its 3x3 centre in each slice
+    # (a 3-D erosion would leave nothing: every voxel touches the volume's edge in z)
+    vol = np.zeros((7, 7, n_slices), bool)
+    vol[1:6, 1:6] = True
+    expected = np.zeros_like(vol)
+    expected[2:5, 2:5] = True
+    np.testing.assert_array_equal(erode(vol), expected)
+    # any thin axis: the slab lying along x
+    np.testing.assert_array_equal(erode(np.moveaxis(vol, 2, 0)), np.moveaxis(expected, 2, 0))
+
+
+def test_erode_three_slices_is_3d():
+    vol = np.zeros((7, 7, 3), bool)
+    vol[1:6, 1:6, :] = True
+    expected = np.zeros_like(vol)
+    expected[2:5, 2:5, 1] = True  # three slices: 3-D, the outer slices touch the edge in z
+    np.testing.assert_array_equal(erode(vol), expected)
+
+
+def test_is_thin():
+    assert is_thin((104, 104, 2)) and is_thin((1, 50, 50)) and is_thin((10, 10, 1, 65))
+    assert not is_thin((10, 10, 3)) and not is_thin((145, 174, 145, 288))
+
+
+def test_empty_inputs_are_fine():
+    assert not erode(np.zeros((4, 4, 2), bool)).any()
+    assert not erode(np.zeros((1, 1, 1), bool)).any()
+    out = dti_segmentation(np.zeros(0), np.zeros(0))
+    assert out.shape == (0,) and out.dtype == np.uint8
+    assert pve_to_tissue(np.zeros(0), np.zeros(0), np.zeros(0)).shape == (0,)
+    # a scan whose labels hold no CSF: no voxel gets code 1, nothing raises
+    assert (freesurfer_to_tissue(np.array([2, 3, 41, 42])) != 1).all()
 
 
 def test_nearest_neighbour_lookup_on_a_2x_finer_grid(rng):
