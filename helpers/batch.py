@@ -1,64 +1,134 @@
-"""Run the four notebooks for a dataset: per subject 01-03 (and the evaluation), then 04.
+"""The batch runner: the notebooks per subject, then the summary, for one or more datasets.
 
-    python -m helpers.batch CONFIG [--profile quick|paper] [--subjects ID ...] [--jobs N]
-                                   [--out DIR] [--force] [--scheduler ADDRESS|local]
+    synthqa run CONFIG [CONFIG ...] [--profile quick|paper] [--subjects ID ...] [--jobs N]
+                       [--out DIR] [--force] [--scheduler ADDRESS|local]
+    python -m helpers.batch CONFIG [CONFIG ...] [same options]
 
-Executed notebooks (and their HTML renderings) land in ``<out>/<dataset>/<subject>/``
-and ``<out>/<dataset>/summary/``. A step whose executed notebook exists is skipped on
+Before anything runs, every config and every subject's input files are checked
+(:func:`check_inputs`, the same as ``synthqa check``): a wrong dataset root or a missing
+file stops the run in seconds, before a notebook starts.
+
+Per subject, notebooks 01-03 run under papermill into ``<out>/<dataset>/<subject>/``,
+then the evaluation (:func:`helpers.pipeline.evaluate_subject`); then notebook 04 into
+``<out>/<dataset>/summary/``. Several configs: each dataset gets its own summary, and
+``<out>/summary/`` compares them all (one figure panel per dataset). Subjects run one
+after another; ``--jobs`` is the number of worker processes training the models inside a
+subject (0: every core). ``--scheduler`` sends subjects to Dask instead
+(:mod:`helpers.cluster`): ``local`` starts a ``LocalCluster`` on this machine, any other
+value is the address of a running scheduler (for example one started by ``dask-jobqueue``
+on SLURM or PBS; see the README).
+
+A step whose executed notebook exists and ran with the same parameters is skipped on
 rerun unless ``--force``. Every file is written under a temporary name and renamed, so a
-killed run leaves no half-written result; leftovers of such a run are removed at the
-next start. One subject failing does not stop the others: failures are listed at the
-end with the path of the failed notebook, and the exit status is 1.
+killed run leaves no half-written result; its leftovers are removed at the next start.
+One subject failing does not stop the others: each failure names the subject, the step,
+the error and the notebook to open. Exit status: 0 all done, 1 some subject or summary
+failed, 2 a bad config or input (nothing ran).
 
-Subjects run one after another by default, ``--jobs N`` at a time with ``--jobs``, or on
-a Dask cluster with ``--scheduler``: ``local`` starts a ``LocalCluster`` of ``--jobs``
-workers, any other value is the address of a running scheduler (for example one started
-by ``dask-jobqueue`` on SLURM or PBS; see the README).
+Shareable output: each executed notebook is rendered to HTML without code, stderr or
+progress bars, loading the dataset folder's single ``plotly.min.js``
+(:mod:`helpers.render`); ``index.html`` links everything; ``provenance.json`` in every
+results folder says what produced it (:mod:`helpers.provenance`).
+
+Fault injection, for tests: ``SYNTHQA_FAIL_AT=[SUBJECT/]STEP[:kill]`` makes the runner
+fail when it reaches STEP (``01_load_data`` ... ``evaluate``, ``04_results``) with an
+:class:`InjectedFault`, or, with ``:kill``, kill its own process with SIGKILL right after
+the step's temporary output file was created, exactly as an interrupted run would.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import shlex
+import signal
 import sys
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm  # text bars: they render in papermill output and in terminals alike
-
 from helpers.config import NOTEBOOK_DIR, load_config, load_profile
+from helpers.console import Console, duration
 from helpers.io import atomic_path
+from helpers.results import SubjectResult, failed
 
-__all__ = ["SubjectResult", "run_notebook", "run_subject", "run_summary", "run_dataset", "main"]
+__all__ = [
+    "SUBJECT_NOTEBOOKS",
+    "SUMMARY_NOTEBOOK",
+    "FAIL_AT",
+    "InjectedFault",
+    "run_notebook",
+    "evaluate",
+    "run_subject",
+    "run_summary",
+    "check_inputs",
+    "run_dataset",
+    "run_datasets",
+    "add_run_arguments",
+    "run_command",
+    "check_command",
+    "main",
+]
 
 SUBJECT_NOTEBOOKS = ("01_load_data", "02_simulate", "03_train_autoencoder")
+EVALUATE = "evaluate"
 SUMMARY_NOTEBOOK = "04_results"
+FAIL_AT = "SYNTHQA_FAIL_AT"
+
+KERNEL_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ log: errors only
+    "GRPC_VERBOSITY": "ERROR",
+    "PYTHONUNBUFFERED": "1",
+}
+"""Environment of the notebooks' kernels (added to this process's)."""
+
+_RESULT_NEUTRAL = {"jobs"}  # parameters that do not change a step's results: no rerun for them
 
 
-@dataclass
-class SubjectResult:
-    """What happened to one subject (or to the summary)."""
-
-    subject: str
-    ok: bool
-    steps: list = field(default_factory=list)  # (step, "ran" | "skipped", seconds)
-    failed_step: str = ""
-    failed_notebook: str = ""
-    error: str = ""
+class InjectedFault(RuntimeError):
+    """The failure asked for by ``SYNTHQA_FAIL_AT`` (tests only)."""
 
 
-def render_html(notebook_path, html_path):
-    """Render an executed notebook to standalone HTML (atomically)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+def inject_fault(step, subject=""):
+    """Fail (or kill this process) here when ``SYNTHQA_FAIL_AT`` names this step."""
+    spec = os.environ.get(FAIL_AT, "")
+    if not spec:
+        return
+    where, _, how = spec.partition(":")
+    who, _, at = where.rpartition("/")
+    if at != step or (who and who != str(subject)):
+        return
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"{FAIL_AT}={spec}: fault injected at step {step}")
 
-    nb = nbformat.read(notebook_path, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(body, encoding="utf-8")
+
+def quiet_logging():
+    """Keep the libraries' own chatter off the console (papermill's unknown-parameter
+    warnings, kernel start-up, Dask's worker logs): the runner says what matters."""
+    for name in ("papermill", "traitlets", "jupyter_client", "nbclient", "distributed", "asyncio"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# --------------------------------------------------------------------------- one notebook
+
+
+def _kernel_manager_class(log_path):
+    """A kernel manager whose kernel runs with :data:`KERNEL_ENV` and writes its own
+    stdout/stderr (the ``[IPKernelApp]`` warnings, TensorFlow's start-up lines, a crash's
+    last words) to ``log_path`` instead of the console."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**(kw.get("env") or os.environ), **KERNEL_ENV}
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:  # the kernel keeps its own copy of the handle
+                kw["stdout"] = kw["stderr"] = log
+                return await super().start_kernel(**kw)
+
+    return QuietKernelManager
 
 
 def _executed_parameters(path):
@@ -71,6 +141,12 @@ def _executed_parameters(path):
         return None
 
 
+def _comparable(parameters):
+    if parameters is None:
+        return None
+    return {k: v for k, v in json.loads(json.dumps(parameters)).items() if k not in _RESULT_NEUTRAL}
+
+
 def _kernel_name():
     """The project's kernel (``make`` installs ``synthqa`` into .venv), else ``python3``."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -78,199 +154,505 @@ def _kernel_name():
     return "synthqa" if "synthqa" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def run_notebook(name, out_dir, parameters, *, force=False, progress=False):
-    """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir``.
+def run_notebook(name, out_dir, parameters, *, force=False, subject=""):
+    """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir`` and render it.
 
-    The executed notebook is written to a temporary name, rendered to HTML, and renamed
-    once both succeeded; its presence marks the step as done. A step is skipped when its
-    executed notebook exists *and* ran with the same parameters (papermill keeps them in
-    the notebook's metadata); changed parameters (another profile, seed, method list)
-    rerun it. On failure the partly executed notebook is kept as
-    ``<name>.failed.ipynb`` and the error is re-raised with that path attached.
+    The executed notebook is written to a temporary name, rendered to HTML
+    (:func:`helpers.render.render_html`, loading ``../plotly.min.js``), and renamed once
+    both succeeded; its presence marks the step as done. A step is skipped when its
+    executed notebook and HTML exist and it ran with the same parameters (papermill keeps
+    them in the notebook's metadata; ``jobs`` does not count); changed parameters
+    (another profile, seed, method list) rerun it. The kernel's own output goes to
+    ``out_dir/logs/<name>.log``. On failure the partly executed notebook is kept as
+    ``<name>.failed.ipynb`` and the error is re-raised with that path attached
+    (``failed_notebook``, ``kernel_log``).
 
     Returns
     -------
     "ran" or "skipped"
     """
-    import json
-
     import papermill as pm
+
+    from helpers.render import render_html
 
     out_dir = Path(out_dir)
     out = out_dir / f"{name}.ipynb"
-    failed = out_dir / f"{name}.failed.ipynb"
-    same = json.loads(json.dumps(parameters)) == _executed_parameters(out) if out.is_file() else False
-    if same and not force and out.with_suffix(".html").is_file():
-        return "skipped"
+    html = out.with_suffix(".html")
+    failed_nb = out_dir / f"{name}.failed.ipynb"
+    log = out_dir / "logs" / f"{name}.log"
+    if not force and out.is_file() and html.is_file():
+        if _comparable(parameters) == _comparable(_executed_parameters(out)):
+            return "skipped"
     out_dir.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
     with atomic_path(out) as tmp:
         try:
+            inject_fault(name, subject)
             pm.execute_notebook(
                 str(NOTEBOOK_DIR / f"{name}.ipynb"),
                 str(tmp),
                 parameters=parameters,
                 kernel_name=_kernel_name(),
-                cwd=str(NOTEBOOK_DIR),
-                progress_bar=progress,
+                kernel_manager_class=_kernel_manager_class(log),
+                cwd=str(out_dir),
+                progress_bar=False,
+                log_output=False,
             )
         except Exception as e:
-            if tmp.is_file():
-                os.replace(tmp, failed)
-            e.failed_notebook = str(failed)
+            if tmp.is_file() and tmp.stat().st_size:
+                os.replace(tmp, failed_nb)
+                e.failed_notebook = str(failed_nb)
+            e.kernel_log = str(log) if log.is_file() else ""
             raise
-        render_html(tmp, out.with_suffix(".html"))
-    failed.unlink(missing_ok=True)
+        render_html(tmp, html)
+    failed_nb.unlink(missing_ok=True)
     return "ran"
 
 
 def remove_stale_temporaries(folders):
     """Delete temporary files left by a killed run (``.<name>.tmp-*``) in ``folders``
-    (this run's subject folders and summary only: another run may be writing elsewhere)."""
+    (this run's subject folders and summaries only: another run may be writing elsewhere)."""
     for folder in map(Path, folders):
         if folder.is_dir():
             for p in folder.rglob(".*.tmp-*"):
                 p.unlink(missing_ok=True)
 
 
-def run_subject(config_path, subject, *, profile, out, force=False):
+# --------------------------------------------------------------------------- one subject
+
+
+def subject_parameters(config, subject, subject_dir, *, profile, jobs=0):
+    """The papermill parameters of notebooks 01-03 for one subject (the notebooks'
+    documented parameters, nothing else)."""
+    settings = config.simulation_settings()  # methods, seed, snr, noise, min_pool, wm_fa_min
+    common = {"subject_dir": str(subject_dir), **settings, "profile": profile}
+    return {
+        "01_load_data": {"config": str(Path(config.path).resolve()), "subject": str(subject), "out_dir": str(subject_dir)},
+        "02_simulate": dict(common),
+        "03_train_autoencoder": {**common, "jobs": int(jobs)},
+    }
+
+
+class StepError(RuntimeError):
+    """A step that ran in its own process failed; ``ename``/``evalue`` carry its error."""
+
+    def __init__(self, ename, evalue, log):
+        super().__init__(f"{ename}: {evalue}")
+        self.ename, self.evalue, self.kernel_log = ename, evalue, str(log)
+
+
+_EVALUATE = """\
+import sys
+from helpers.pipeline import evaluate_subject
+from helpers.results import error_line
+try:
+    evaluate_subject(sys.argv[1], force=sys.argv[2] == "1")
+except Exception as e:
+    import traceback
+    traceback.print_exc()
+    with open(sys.argv[3], "w") as f:
+        f.write(error_line(e))
+    sys.exit(1)
+"""
+
+
+def evaluate(subject_dir, *, force=False):
+    """:func:`helpers.pipeline.evaluate_subject` in a process of its own.
+
+    Like the notebooks' kernels, it runs with :data:`KERNEL_ENV` and writes TensorFlow's
+    start-up lines and warnings to ``logs/evaluate.log``, not the console; and the
+    runner's memory does not grow with each subject's models. Returns "ran".
+    """
+    import subprocess
+    import tempfile
+
+    import helpers
+
+    subject_dir = Path(subject_dir)
+    log = subject_dir / "logs" / f"{EVALUATE}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    package_root = str(Path(helpers.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **KERNEL_ENV, "PYTHONPATH": path}
+    with tempfile.TemporaryDirectory() as tmp:
+        error = Path(tmp) / "error.txt"
+        with open(log, "wb") as out:
+            done = subprocess.run(
+                [sys.executable, "-c", _EVALUATE, str(subject_dir), "1" if force else "0", str(error)],
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=subject_dir, check=False,
+            )
+        if done.returncode != 0:
+            text = error.read_text() if error.is_file() else f"the evaluation process exited with status {done.returncode}"
+            ename, _, evalue = text.partition(": ")
+            raise StepError(ename, evalue, log)
+    return "ran"
+
+
+def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, progress=None, command=None, index=1, total=1):
     """Notebooks 01-03 and the evaluation for one subject; never raises.
 
-    This is the unit of work sent to a thread or a Dask worker.
+    This is the unit of work sent to a Dask worker (:mod:`helpers.cluster`), so it
+    writes the subject's ``provenance.json`` where it runs. ``progress`` receives the
+    events listed in :mod:`helpers.console`.
     """
-    from helpers.pipeline import evaluate_subject
+    from helpers.provenance import write_provenance
 
+    quiet_logging()
+    report = progress or (lambda event: None)
     config = load_config(config_path)
-    subject_dir = config.results_dir(out) / str(subject)
-    result = SubjectResult(subject=str(subject), ok=True)
-    common = {"subject_dir": str(subject_dir), "methods": list(config.methods)}
-    params = {
-        "01_load_data": {"config": str(Path(config_path).resolve()), "subject": str(subject), "out_dir": str(subject_dir)},
-        "02_simulate": {**common, "profile": profile, "seed": config.seed, "snr": config.snr, "min_pool": config.min_pool},
-        "03_train_autoencoder": {**common, "profile": profile, "seed": config.seed},
-    }
-    step = ""
+    subject = str(subject)
+    subject_dir = config.results_dir(out) / subject
+    result = SubjectResult(subject=subject, dataset=config.dataset)
+    params = subject_parameters(config, subject, subject_dir, profile=profile, jobs=jobs)
+    where = dict(dataset=config.dataset, subject=subject, subject_dir=str(subject_dir), index=index, total=total)
+    step = "provenance"
     try:
-        for step in SUBJECT_NOTEBOOKS:
+        write_provenance(subject_dir, config=config, profile=load_profile(profile), subject=subject, command=command)
+        for step in (*SUBJECT_NOTEBOOKS, EVALUATE):
+            report({"event": "step", "step": step, **where})
             t = time.perf_counter()
-            status = run_notebook(step, subject_dir, params[step], force=force)
+            if step == EVALUATE:
+                inject_fault(step, subject)
+                status = evaluate(subject_dir, force=force)
+            else:
+                status = run_notebook(step, subject_dir, params[step], force=force, subject=subject)
+                force = force or status == "ran"  # later steps depend on this one's output
             result.steps.append((step, status, time.perf_counter() - t))
-            force = force or status == "ran"  # later steps depend on this one's output
-        step = "evaluate"
-        t = time.perf_counter()
-        evaluate_subject(subject_dir, config.methods, force=force)
-        result.steps.append((step, "ran", time.perf_counter() - t))
+            report({"event": "step_done", "step": step, "status": status, "seconds": time.perf_counter() - t, **where})
     except Exception as e:  # one subject failing must not stop the others
-        result.ok = False
-        result.failed_step = step
-        result.failed_notebook = getattr(e, "failed_notebook", "")
-        result.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        result = failed(subject, step, e, dataset=config.dataset)
     return result
 
 
-def run_summary(config_path, subjects, *, out, force=True):
-    """Notebook 04 over the dataset's evaluated subjects; never raises."""
-    config = load_config(config_path)
-    summary_dir = config.results_dir(out) / "summary"
-    result = SubjectResult(subject="summary", ok=True)
+def _newest(paths):
+    return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
+
+
+def run_summary(results_dirs, out_dir, *, subjects=(), config=None, profile=None, force=False, command=None, progress=None):
+    """Notebook 04 over ``results_dirs`` (dataset folders) into ``out_dir``; never raises.
+
+    Reruns when a subject's metrics are newer than the summary, or with ``force``.
+    """
+    from helpers.provenance import write_provenance
+
+    report = progress or (lambda event: None)
+    out_dir = Path(out_dir)
+    dataset = config.dataset if config is not None else "all datasets"
+    result = SubjectResult(subject="summary", dataset=dataset)
+    params = {"results_dirs": [str(d) for d in results_dirs], "subjects": [str(s) for s in subjects], "out_dir": str(out_dir)}
+    metrics = [p for d in map(Path, results_dirs) for p in d.glob("*/metrics/metrics.csv")]
+    force = force or _newest(metrics) > _newest([out_dir / f"{SUMMARY_NOTEBOOK}.ipynb"])
+    where = dict(dataset=dataset, subject="summary", subject_dir=str(out_dir), index=1, total=1)
     try:
+        write_provenance(out_dir, config=config, profile=load_profile(profile) if profile else None, command=command)
+        report({"event": "step", "step": SUMMARY_NOTEBOOK, **where})
         t = time.perf_counter()
-        params = {
-            "results_dirs": [str(config.results_dir(out))],
-            "subjects": [str(s) for s in subjects],
-            "methods": list(config.methods),
-            "out_dir": str(summary_dir),
-        }
-        status = run_notebook(SUMMARY_NOTEBOOK, summary_dir, params, force=force)
+        status = run_notebook(SUMMARY_NOTEBOOK, out_dir, params, force=force, subject="summary")
         result.steps.append((SUMMARY_NOTEBOOK, status, time.perf_counter() - t))
+        report({"event": "step_done", "step": SUMMARY_NOTEBOOK, "status": status, "seconds": time.perf_counter() - t, **where})
     except Exception as e:
-        result.ok = False
-        result.failed_step = SUMMARY_NOTEBOOK
-        result.failed_notebook = getattr(e, "failed_notebook", "")
-        result.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        result = failed("summary", SUMMARY_NOTEBOOK, e, dataset=dataset)
     return result
 
 
-def _map_subjects(config_path, subjects, *, profile, out, force, jobs, scheduler):
-    """Run ``run_subject`` for every subject: threads, or Dask when ``scheduler`` is set.
-    Yields results as they complete."""
-    kwargs = dict(profile=profile, out=out, force=force)
+# --------------------------------------------------------------------------- checks
+
+
+def _select(config, subjects, *, strict):
+    """The config's subject ids restricted to ``subjects`` (all when None)."""
+    ids = config.subject_ids
+    if not subjects:
+        return ids
+    wanted = [str(s) for s in subjects]
+    unknown = [s for s in wanted if s not in ids]
+    if unknown and strict:
+        raise ValueError(f"{config.path}: subject(s) {unknown} not in the config; subjects: {ids}")
+    return [s for s in ids if s in wanted]
+
+
+def _summary_of(info):
+    """A few words on one inspected subject, from :func:`helpers.data.inspect_subject`."""
+    if not isinstance(info, dict):
+        return ""
+    words = []
+    if info.get("shape"):
+        words.append("x".join(map(str, info["shape"][:3])) + " voxels")
+    if info.get("n_volumes") is not None:
+        words.append(f"{info['n_volumes']} volumes")
+    shells = info.get("shells")
+    if shells:
+        shells = [f"b={s['b']:g} x{s['n']}" if isinstance(s, dict) and "b" in s and "n" in s else str(s) for s in shells]
+        words.append("shells " + ", ".join(shells))
+    if info.get("n_dti_directions") is not None:
+        words.append(f"{info['n_dti_directions']} tensor directions")
+    return ", ".join(words)
+
+
+def check_inputs(config_paths, *, profile=None, subjects=None):
+    """Check configs and every selected subject's input files, reading no image data.
+
+    Returns
+    -------
+    plan : list of (DatasetConfig, [subject ids], profile name)
+        What would run.
+    problems : list of str
+        Each problem, naming its file (empty when all is well).
+    notes : list of str
+        One line per subject checked, for the OK summary.
+    """
+    from helpers.data import inspect_subject
+
+    plan, problems, notes, datasets = [], [], [], {}
+    strict = len(config_paths) == 1
+    if profile is not None:
+        try:
+            load_profile(profile)
+        except ValueError as e:
+            return [], [str(e)], []
+    for path in config_paths:
+        try:
+            config = load_config(path)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        if config.dataset in datasets:
+            problems.append(f"{config.path}: dataset name {config.dataset!r} is also used by {datasets[config.dataset]}; results would mix")
+        datasets[config.dataset] = config.path
+        name = profile or config.profile  # a config's own profile was checked by load_config
+        try:
+            ids = _select(config, subjects, strict=strict)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        if config.root is not None and not config.root.is_dir():
+            problems.append(f"{config.path}: dataset root {config.root} does not exist or is not a folder (set 'root')")
+            continue  # every subject would say the same
+        for sid in ids:
+            try:
+                info = inspect_subject(config, sid)
+            except ValueError as e:
+                problems.append(str(e))
+            else:
+                notes.append(f"{config.dataset}/{sid}: {_summary_of(info)}".rstrip(": "))
+        if ids:
+            plan.append((config, ids, name))
+    if subjects and not strict:
+        listed = {s for _, ids, _ in plan for s in ids}
+        missing = [s for s in map(str, subjects) if s not in listed]
+        if missing:
+            problems.append(f"subject(s) {missing} are in none of the configs")
+    if not plan and not problems:
+        problems.append("no subject to run")
+    return plan, problems, notes
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _cluster_workers(jobs, n_subjects):
+    """Dask LocalCluster workers: the cores over each subject's training workers."""
+    per_subject = jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
+    return max(1, min(n_subjects, (os.cpu_count() or 1) // per_subject))
+
+
+def _map_subjects(config_path, subjects, *, scheduler, jobs, progress, **kwargs):
+    """Run ``run_subject`` for every subject: one after another here, or on Dask."""
     if scheduler:
         from helpers.cluster import dask_map
 
-        yield from dask_map(run_subject, config_path, subjects, scheduler=scheduler, jobs=jobs, **kwargs)
+        workers = _cluster_workers(jobs, len(subjects))
+        yield from dask_map(run_subject, config_path, subjects, scheduler=scheduler, workers=workers, jobs=jobs, **kwargs)
         return
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run_subject, config_path, s, **kwargs): s for s in subjects}
-        for fut in as_completed(futures):
-            yield fut.result()
+    for i, s in enumerate(subjects, 1):
+        yield run_subject(config_path, s, jobs=jobs, progress=progress, index=i, total=len(subjects), **kwargs)
 
 
-def run_dataset(config_path, *, profile=None, subjects=None, jobs=1, out=None, force=False, scheduler=None):
-    """Run the whole pipeline for a dataset config; returns the list of results
-    (subjects first, the summary last)."""
-    # absolute paths: notebooks run in notebooks/, workers anywhere
+def run_dataset(config_path, *, profile=None, subjects=None, jobs=0, out=None, force=False, scheduler=None,
+                progress=None, command=None):
+    """Run one dataset config: its subjects, then its summary, index and provenance.
+
+    The inputs are not checked here (:func:`run_datasets` does, for the command).
+
+    Returns
+    -------
+    list of SubjectResult
+        Subjects first (in the order they finished), the summary last.
+    """
+    from helpers.provenance import write_provenance
+    from helpers.render import write_index, write_plotlyjs
+
+    report = progress or (lambda event: None)
+    # absolute paths: notebooks run in the results folders, workers anywhere
     config_path = Path(config_path).resolve()
     out = Path(out).resolve() if out else None
     config = load_config(config_path)
     profile = profile or config.profile
-    load_profile(profile)
-    all_ids = config.subject_ids
-    subjects = [str(s) for s in (subjects or all_ids)]
-    unknown = [s for s in subjects if s not in all_ids]
-    if unknown:
-        raise ValueError(f"{config.path}: subject(s) {unknown} not in the config; subjects: {all_ids}")
-    dataset_dir = config.results_dir(out)
+    subjects = _select(config, subjects, strict=True)
+    dataset_dir = config.results_dir(out).resolve()
     remove_stale_temporaries([dataset_dir / s for s in subjects] + [dataset_dir / "summary"])
+    write_plotlyjs(dataset_dir)
+    write_provenance(dataset_dir, config=config, profile=load_profile(profile), command=command)
+    report({"event": "dataset", "dataset": config.dataset, "subjects": subjects, "profile": profile})
     results = []
-    with tqdm(total=len(subjects), desc=f"{config.dataset}: subjects", unit="subject") as bar:
-        for res in _map_subjects(config_path, subjects, profile=profile, out=out, force=force, jobs=jobs, scheduler=scheduler):
-            results.append(res)
-            bar.set_postfix_str(f"{res.subject} {'ok' if res.ok else 'FAILED'}")
-            bar.update()
+    for res in _map_subjects(config_path, subjects, profile=profile, out=out, force=force, jobs=jobs,
+                             scheduler=scheduler, progress=progress, command=command):
+        results.append(res)
+        report({"event": "result", "result": res})
     # the summary covers every evaluated subject of the dataset, not only this run's
-    evaluated = [s for s in all_ids if (dataset_dir / s / "metrics" / "metrics.csv").is_file()]
+    evaluated = [s for s in config.subject_ids if (dataset_dir / s / "metrics" / "metrics.csv").is_file()]
     if evaluated:
-        results.append(run_summary(config_path, evaluated, out=out))
+        res = run_summary([dataset_dir], dataset_dir / "summary", subjects=evaluated, config=config,
+                          profile=profile, force=force, command=command, progress=progress)
+        results.append(res)
+        report({"event": "result", "result": res})
+    write_index(dataset_dir)
     return results
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m helpers.batch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="dataset config YAML (configs/*.yaml)")
-    parser.add_argument("--profile", help="quick or paper (default: the config's, else paper)")
-    parser.add_argument("--subjects", nargs="+", help="subject ids (default: all in the config)")
-    parser.add_argument("--jobs", type=int, default=1, help="subjects run at once (threads or Dask workers)")
-    parser.add_argument("--out", help="results folder (default: results/)")
+def run_datasets(plan, *, jobs=0, out=None, force=False, scheduler=None, progress=None, command=None):
+    """Run every (config, subjects, profile) of ``plan`` (from :func:`check_inputs`); with
+    several datasets, add the combined summary in ``<out>/summary/``.
+
+    Returns
+    -------
+    dict
+        dataset folder (Path) -> list of SubjectResult; the combined summary under ``<out>``.
+    """
+    from helpers.render import write_plotlyjs, write_root_index
+
+    outcome = {}
+    for config, subjects, profile in plan:
+        results = run_dataset(config.path, profile=profile, subjects=subjects, jobs=jobs, out=out, force=force,
+                              scheduler=scheduler, progress=progress, command=command)
+        outcome[config.results_dir(out).resolve()] = results
+    if len(plan) > 1:
+        root = Path(out).resolve() if out else plan[0][0].results_dir(None).resolve().parent
+        dirs = [d for d in outcome if list(d.glob("*/metrics/metrics.csv"))]
+        if dirs:
+            write_plotlyjs(root)
+            profiles = {p for _, _, p in plan}
+            res = run_summary(dirs, root / "summary", force=force, command=command, progress=progress,
+                              profile=profiles.pop() if len(profiles) == 1 else None)
+            outcome[root] = [res]
+            if progress:
+                progress({"event": "result", "result": res})
+        write_root_index(root, list(outcome.keys() - {root}))
+    return outcome
+
+
+# --------------------------------------------------------------------------- command line
+
+
+RUN_EPILOG = (
+    "Subjects run one after another (--jobs is the number of training processes inside a "
+    "subject) unless --scheduler sends them to Dask. Every config and subject is checked "
+    "first (as `synthqa check`). A finished step is skipped on rerun unless --force. "
+    "Exit status: 0 done, 1 a subject or summary failed, 2 bad config or input (nothing ran)."
+)
+
+
+def add_run_arguments(parser):
+    """The options of ``synthqa run`` (and ``python -m helpers.batch``)."""
+    parser.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config YAML (configs/*.yaml); several give a combined summary")
+    parser.add_argument("--profile", help="quick (a smoke test) or paper (the method's recipe); default: each config's, else paper")
+    parser.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject in the configs)")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="worker processes training the models inside a subject (default 0: every core). "
+                             "Subjects run one after another unless --scheduler is given")
+    parser.add_argument("--out", metavar="DIR", help="results folder (default: ./results)")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already done")
-    parser.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
-    args = parser.parse_args(argv)
+    parser.add_argument("--scheduler", metavar="ADDRESS|local",
+                        help="run subjects on Dask: 'local' starts a LocalCluster here (cores / --jobs workers), "
+                             "or the address of a running scheduler (e.g. dask-jobqueue on SLURM/PBS)")
+    return parser
+
+
+def _final_summary(outcome, console, seconds, *, profiles=None):
+    from helpers.render import verdict_lines
+
+    console.print(f"\nDone in {duration(seconds)}.")
+    for folder, results in outcome.items():
+        lines = verdict_lines(folder / "summary" / "verdict.csv")
+        profile = (profiles or {}).get(folder)
+        smoke = " (profile quick: a smoke test of the pipeline, not a finding)" if profile == "quick" else ""
+        console.print(f"{folder.name or folder}{smoke}:")
+        if lines:
+            for line in lines:
+                console.print(f"  {line.split(' · ', 1)[-1] if len(outcome) == 1 else line}")
+        else:
+            console.print("  no verdict: summary/verdict.csv was not written" + (" (the summary failed)" if any(r.subject == "summary" and not r.ok for r in results) else ""))
+        index = folder / "index.html"
+        if index.is_file():
+            console.print(f"  open {index}")
+    failures = [r for results in outcome.values() for r in results if not r.ok]
+    if failures:
+        console.print(f"\n{len(failures)} failed:", error=True)
+        for r in failures:
+            console.print(f"  {r.describe()}", error=True)
+    return 1 if failures else 0
+
+
+def run_command(args, *, console=None):
+    """``synthqa run``: check, run, print the verdicts. Returns the exit status."""
+    from helpers import __version__
+
+    quiet_logging()
     t0 = time.perf_counter()
+    console = console or Console()
     try:
-        results = run_dataset(
-            args.config,
-            profile=args.profile,
-            subjects=args.subjects,
-            jobs=args.jobs,
-            out=args.out,
-            force=args.force,
-            scheduler=args.scheduler,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        plan, problems, _ = check_inputs(args.configs, profile=args.profile, subjects=args.subjects)
+        if problems:
+            console.print(f"Nothing ran: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the inputs", error=True)
+            for p in problems:
+                console.print("  " + p.replace("\n", "\n  "), error=True)
+            return 2
+        n = sum(len(ids) for _, ids, _ in plan)
+        console.print(f"SynthQA {__version__}: {len(plan)} dataset{'s' if len(plan) != 1 else ''}, {n} subject{'s' if n != 1 else ''}, inputs checked in {duration(time.perf_counter() - t0)}")
+        command = getattr(args, "command_line", None) or " ".join(map(shlex.quote, sys.argv))
+        outcome = run_datasets(plan, jobs=args.jobs, out=args.out, force=args.force, scheduler=args.scheduler,
+                               progress=console, command=command)
+        profiles = {config.results_dir(args.out).resolve(): name for config, _, name in plan}
+        if len({name for _, _, name in plan}) == 1:
+            profiles.update({folder: plan[0][2] for folder in outcome})
+        return _final_summary(outcome, console, time.perf_counter() - t0, profiles=profiles)
+    finally:
+        console.close()
+
+
+def check_command(args, *, console=None):
+    """``synthqa check``: the inputs of ``run``, checked. Returns the exit status."""
+    t0 = time.perf_counter()
+    console = console or Console(live=False)
+    plan, problems, notes = check_inputs(args.configs, profile=args.profile, subjects=args.subjects)
+    if problems:
+        console.print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}:", error=True)
+        for p in problems:
+            console.print("  " + p.replace("\n", "\n  "), error=True)
         return 2
-    config = load_config(args.config)
-    print(f"\nresults in {config.results_dir(args.out)} ({time.perf_counter() - t0:.0f} s)")
-    for r in results:
-        steps = ", ".join(f"{s} {st} {sec:.0f}s" for s, st, sec in r.steps)
-        print(f"  {r.subject}: {'ok' if r.ok else 'FAILED'} ({steps})")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        print(f"\n{len(failed)} failed:", file=sys.stderr)
-        for r in failed:
-            where = r.failed_notebook or r.failed_step
-            print(f"  {r.subject}: {r.failed_step} failed ({where}): {r.error.splitlines()[-1] if r.error else ''}", file=sys.stderr)
-        return 1
+    for note in notes:
+        console.print(f"  {note}")
+    n = sum(len(ids) for _, ids, _ in plan)
+    console.print(f"OK: {len(plan)} config{'s' if len(plan) != 1 else ''}, {n} subject{'s' if n != 1 else ''}, "
+                  f"profile {', '.join(sorted({p for _, _, p in plan}))} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def main(argv=None):
+    """``python -m helpers.batch``: the same as ``synthqa run``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.batch",
+        description="Run SynthQA on dataset configs (the same as `synthqa run`).",
+        epilog=RUN_EPILOG,
+    )
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command_line = command_line(parser.prog, argv)
+    return run_command(args)
+
+
+def command_line(prog, argv=None):
+    """The command as the user typed it, for provenance: ``synthqa run configs/x.yaml ...``."""
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

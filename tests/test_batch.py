@@ -1,173 +1,193 @@
 """The batch runner end to end on the real sample, quick profile: papermill runs of the
-four notebooks, a run killed mid-subject and resumed, a failing subject beside a good
-one, and configs that name what does not exist."""
+four notebooks, a run killed at a named step (a deterministic fault, not a timer) and
+resumed, a failing subject beside a good one, shareable HTML, a quiet console; and, without
+notebooks, the orchestration of several datasets."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
+from plotly.offline import get_plotlyjs
 
-from helpers import METHODS
-from helpers.batch import main
+import helpers.batch as batch
+from helpers.batch import FAIL_AT, main
 from helpers.config import CONFIG_DIR, PROJECT_ROOT
+from helpers.contract import COLUMNS, METHODS, METRICS
+from helpers.results import SubjectResult
 
 SAMPLE = CONFIG_DIR / "sample.yaml"
 NOTEBOOKS = ["01_load_data", "02_simulate", "03_train_autoencoder"]
+NOISE = ("IPKernelApp", "without encryption", "cuInit", "cudart", "oneDNN", "absl::", "Passed unknown parameter", "FAILED ()")
 
 
-def _batch(*args, **kwargs):
-    return subprocess.Popen(
+def _batch(*args, env=None, timeout=1500):
+    return subprocess.run(
         [sys.executable, "-m", "helpers.batch", *map(str, args)],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # so that a kill reaches papermill's kernel too
-        **kwargs,
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
 
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    """Start the quick sample run, kill it once notebook 01 is done, then rerun it."""
+    """The quick sample run, killed by itself (SIGKILL) as notebook 02 starts, then rerun."""
     out = tmp_path_factory.mktemp("results")
     subject_dir = out / "sample" / "small_64D"
-    proc = _batch(SAMPLE, "--profile", "quick", "--out", out)
-    deadline = time.time() + 240
-    while not (subject_dir / "01_load_data.ipynb").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # into notebook 02
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (subject_dir / "01_load_data.ipynb").exists(), "the first run never finished notebook 01"
-    first_mtime = (subject_dir / "01_load_data.ipynb").stat().st_mtime
-    done_after_kill = sorted(p.name for p in subject_dir.glob("*.ipynb"))
-
-    proc = _batch(SAMPLE, "--profile", "quick", "--out", out)
-    log, _ = proc.communicate(timeout=600)
-    return {"out": out, "subject_dir": subject_dir, "rc": proc.returncode, "log": log,
-            "first_mtime": first_mtime, "done_after_kill": done_after_kill}
+    first = _batch(SAMPLE, "--profile", "quick", "--out", out, env={FAIL_AT: "02_simulate:kill"})
+    state = {
+        "first_rc": first.returncode,
+        "first_log": first.stdout + first.stderr,
+        "done_after_kill": sorted(p.name for p in subject_dir.glob("*.ipynb") if not p.name.startswith(".")),
+        "leftovers": sorted(p.name for p in out.rglob(".*.tmp-*")),
+        "first_mtime": (subject_dir / "01_load_data.ipynb").stat().st_mtime if (subject_dir / "01_load_data.ipynb").exists() else None,
+    }
+    second = _batch(SAMPLE, "--profile", "quick", "--out", out)
+    return {"out": out, "subject_dir": subject_dir, "rc": second.returncode, "stdout": second.stdout,
+            "stderr": second.stderr, "log": second.stdout + second.stderr, **state}
 
 
+@pytest.mark.slow
 def test_killed_run_left_only_whole_files_and_the_rerun_finished(sample_run):
+    assert sample_run["first_rc"] == -signal.SIGKILL, sample_run["first_log"][-3000:]
     assert sample_run["rc"] == 0, sample_run["log"][-3000:]
     sd = sample_run["subject_dir"]
-    # whatever the kill interrupted was never renamed into place
-    assert "03_train_autoencoder.ipynb" not in sample_run["done_after_kill"]
+    # the kill came while 02's output was still under its temporary name: never renamed into place
+    assert sample_run["done_after_kill"] == ["01_load_data.ipynb"]
+    assert any(name.startswith(".02_simulate.ipynb.tmp-") for name in sample_run["leftovers"])
     # the rerun skipped the finished notebook and cleaned the killed run's temporaries
     assert (sd / "01_load_data.ipynb").stat().st_mtime == sample_run["first_mtime"]
-    assert "01_load_data skipped" in sample_run["log"]
+    assert re.search(r"small_64D\s+01_load_data\s+skipped", sample_run["log"])
     assert not list(sample_run["out"].rglob(".*.tmp-*"))
     for name in NOTEBOOKS:
         nb = nbformat.read(sd / f"{name}.ipynb", as_version=4)  # whole, valid notebooks
         assert nb.metadata.papermill.parameters["subject_dir" if name != "01_load_data" else "out_dir"] == str(sd)
         assert (sd / f"{name}.html").stat().st_size > 10_000
-    assert nbformat.read(sd / "02_simulate.ipynb", as_version=4).metadata.papermill.parameters["profile"] == "quick"
+    params = nbformat.read(sd / "03_train_autoencoder.ipynb", as_version=4).metadata.papermill.parameters
+    assert set(params) == {"subject_dir", "methods", "profile", "seed", "snr", "noise", "min_pool", "wm_fa_min", "jobs"}
+    assert params["profile"] == "quick"
 
 
+@pytest.mark.slow
+def test_console_is_quiet_and_ends_with_the_verdict_and_the_report_to_open(sample_run):
+    log = sample_run["log"]
+    for noise in NOISE:
+        assert noise not in log, noise
+    assert sample_run["stderr"] == ""  # nothing failed, nothing else to say
+    for step in (*NOTEBOOKS, "evaluate", "04_results"):
+        assert re.search(rf"\s{step}\s+(ran|skipped)\s", sample_run["stdout"]), step  # one line per step (not a TTY)
+    tail = sample_run["stdout"].rsplit("Done in", 1)[1]
+    assert "closest" in tail  # a verdict line per metric, from summary/verdict.csv
+    assert tail.strip().endswith(f"open {sample_run['out'] / 'sample' / 'index.html'}")
+
+
+@pytest.mark.slow
 def test_outputs_of_every_step_exist(sample_run):
     sd = sample_run["subject_dir"]
-    for f in ["subject.npz", "subject.json", "mask.nii.gz", "tissue.nii.gz", "synthetic/report.json"]:
+    for f in ["subject.npz", "subject.json", "mask.nii.gz", "tissue.nii.gz", "synthetic/report.json",
+              "models/diagnostics.csv", "models/training.json", "models/progress.jsonl",
+              "metrics/metrics.csv", "metrics/noise.json", "provenance.json"]:
         assert (sd / f).is_file(), f
+    assert not list((sd / "synthetic").glob("*.npz"))  # synthetic sets are regenerated, never stored
     for m in METHODS:
-        assert (sd / "synthetic" / f"{m}.npz").is_file()
-        assert (sd / "models" / f"{m}.keras").is_file()
-        history = pd.read_csv(sd / "models" / f"{m}_history.csv")
-        assert list(history["epoch"]) == [1, 2]  # quick profile: 2 epochs
-        assert (sd / "metrics" / "maps" / f"{m}_angle_deg.nii.gz").is_file()
+        for r in range(2):  # quick profile: 2 replicates
+            assert (sd / "models" / m / f"r{r}.keras").is_file()
+        for metric in METRICS:
+            assert (sd / "metrics" / "maps" / f"{m}_{metric}.nii.gz").is_file()
     summary = sample_run["out"] / "sample" / "summary"
-    for f in ["04_results.ipynb", "04_results.html", "signal_mae.html", "angle_deg.html", "error_maps.html"]:
+    for f in ["04_results.ipynb", "04_results.html", "metrics.csv", "stats.csv", "verdict.csv", "provenance.json"]:
         assert (summary / f).is_file(), f
+    assert (sample_run["out"] / "sample" / "provenance.json").is_file()
 
 
+@pytest.mark.slow
+def test_reports_are_shareable(sample_run):
+    dataset = sample_run["out"] / "sample"
+    assert list(sample_run["out"].rglob("plotly.min.js")) == [dataset / "plotly.min.js"]  # once per dataset folder
+    signature = get_plotlyjs()[:300]
+    pages = list(dataset.rglob("*.html"))
+    assert len(pages) >= 5
+    for page in pages:
+        assert page.stat().st_size < 1_500_000, page
+        text = page.read_text()
+        assert signature not in text, page
+        for noise in ("cudart", "IPKernelApp", "import helpers", "from helpers"):
+            assert noise not in text, (page, noise)
+    report = (dataset / "summary" / "04_results.html").read_text()
+    assert '<script src="../plotly.min.js"' in report
+    index = (dataset / "index.html").read_text()
+    for link in ("summary/04_results.html", *(f"small_64D/{n}.html" for n in NOTEBOOKS)):
+        assert f'href="{link}"' in index
+    assert "closest" in index
+
+
+@pytest.mark.slow
 def test_tidy_tables_have_the_documented_shape_and_names(sample_run):
     summary = sample_run["out"] / "sample" / "summary"
     metrics = pd.read_csv(summary / "metrics.csv", dtype={"subject": str})
-    assert list(metrics.columns) == ["dataset", "subject", "method", "metric", "tissue", "value"]
-    assert set(metrics["method"]) == set(METHODS)
-    assert set(metrics["metric"]) == {"signal_mae", "fa_mae", "angle_deg"}
+    assert list(metrics.columns) == list(COLUMNS)
+    assert set(metrics["method"]) == set(METHODS) and set(metrics["metric"]) == set(METRICS)
     assert set(metrics["dataset"]) == {"sample"} and set(metrics["subject"]) == {"small_64D"}
+    assert set(metrics["replicate"]) == {0, 1}
     overall = metrics[metrics["tissue"] == "all"]
-    assert len(overall) == len(METHODS) * 3  # one value per method and metric
-    assert not metrics.duplicated(["dataset", "subject", "method", "metric", "tissue"]).any()
-    assert (metrics["value"] >= 0).all() and (metrics.loc[metrics.metric == "angle_deg", "value"] <= 90).all()
+    assert len(overall) == len(METHODS) * 2 * len(METRICS)  # one value per method, replicate and metric
+    assert not metrics.duplicated(["dataset", "subject", "method", "replicate", "metric", "tissue"]).any()
     stats = pd.read_csv(summary / "stats.csv")
-    assert set(stats["level"]) == {"voxel"}  # one subject: voxel-level tests, said so
-    assert stats["caveat"].str.contains("voxel").all()
-    assert len(stats) == 3 * 6 * 2  # metrics x method pairs x tests
+    assert set(stats["level"]) == {"replicate"}  # one subject: tests across replicates, never voxels
 
 
-def test_rerun_skips_finished_steps(sample_run):
+@pytest.mark.slow
+def test_rerun_skips_finished_steps_whatever_the_jobs(sample_run, capsys):
     sd = sample_run["subject_dir"]
     before = {n: (sd / f"{n}.ipynb").stat().st_mtime for n in NOTEBOOKS}
-    assert main([str(SAMPLE), "--profile", "quick", "--out", str(sample_run["out"])]) == 0
+    assert main([str(SAMPLE), "--profile", "quick", "--jobs", "1", "--out", str(sample_run["out"])]) == 0
     assert {n: (sd / f"{n}.ipynb").stat().st_mtime for n in NOTEBOOKS} == before
+    assert capsys.readouterr().out.count("skipped") >= 3
 
 
+@pytest.mark.slow
 def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys):
-    """A 'paths' dataset: the sample again (its finished steps copied in) and a corrupt scan."""
-    import shutil
-
+    """A 'paths' dataset: the sample again, and a subject whose mask is empty (which only
+    loading the data can find: `check` passes it)."""
     import dipy.data
+    import nibabel as nib
 
     files = Path(dipy.data.__file__).parent / "files"
-    (tmp_path / "bad_dwi.nii.gz").write_bytes(b"not a nifti at all" * 100)
+    img = nib.load(files / "small_64D.nii")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), tmp_path / "empty_mask.nii.gz")
+    grad = f"bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}"
     config = tmp_path / "mixed.yaml"
     config.write_text(
         "dataset: mixed\nkind: paths\nprofile: quick\nsubjects:\n"
-        f"  good: {{dwi: {files / 'small_64D.nii'}, bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}, mask: all}}\n"
-        f"  broken: {{dwi: bad_dwi.nii.gz, bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}}}\n"
+        f"  good: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: all}}\n"
+        f"  empty: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: empty_mask.nii.gz}}\n"
     )
     out = tmp_path / "results"
-    # a finished copy: its notebooks ran with other parameters (config, out_dir), so they rerun
-    shutil.copytree(sample_run["subject_dir"], out / "mixed" / "good", ignore=shutil.ignore_patterns("metrics"))
     rc = main([str(config), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 1
-    failed_nb = out / "mixed" / "broken" / "01_load_data.failed.ipynb"
-    assert failed_nb.is_file() and str(failed_nb) in err
-    assert "bad_dwi.nii.gz" in err and "not a readable NIfTI" in err
+    failed_nb = out / "mixed" / "empty" / "01_load_data.failed.ipynb"
+    assert failed_nb.is_file() and f"open {failed_nb}" in err
+    assert "mixed/empty: 01_load_data failed: ValueError" in err and "empty_mask.nii.gz" in err
     metrics = pd.read_csv(out / "mixed" / "summary" / "metrics.csv", dtype={"subject": str})
     assert set(metrics["subject"]) == {"good"}
 
 
-def test_unknown_method_in_config_is_a_clear_error(tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text("dataset: s\nkind: sample\nsubjects: [small_64D]\nmethods: [Syn, Magic]\n")
-    assert main([str(config), "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "c.yaml" in err and "Magic" in err and "SampleAndMean" in err
-
-
-def test_subject_not_in_config_is_a_clear_error(tmp_path, capsys):
-    assert main([str(SAMPLE), "--subjects", "nobody", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "nobody" in err and "small_64D" in err
-    assert not (tmp_path / "sample").exists() or not list((tmp_path / "sample").iterdir())
-
-
-def test_unknown_profile_is_a_clear_error(tmp_path, capsys):
-    assert main([str(SAMPLE), "--profile", "huge", "--out", str(tmp_path)]) == 2
-    assert "huge" in capsys.readouterr().err
-
-
+@pytest.mark.slow
 def test_summary_across_two_datasets_draws_a_panel_each(sample_run, tmp_path):
     """Notebook 04 over two dataset folders (the sample, and a copy named otherwise)."""
-    import shutil
-
-    from helpers.batch import run_notebook
-
     other = tmp_path / "other_site"
     shutil.copytree(sample_run["subject_dir"], other / "subj01", ignore=shutil.ignore_patterns("metrics", "*.ipynb", "*.html"))
+    assert batch.evaluate(other / "subj01") == "ran"  # the tables name the subject by its folder
     summary = tmp_path / "summary"
-    params = {"results_dirs": [str(sample_run["out"] / "sample"), str(other)], "subjects": [], "methods": list(METHODS), "out_dir": str(summary)}
-    assert run_notebook("04_results", summary, params) == "ran"
+    result = batch.run_summary([sample_run["out"] / "sample", other], summary)
+    assert result.ok, result.describe()
     metrics = pd.read_csv(summary / "metrics.csv", dtype={"subject": str})
     assert set(zip(metrics["dataset"], metrics["subject"])) == {("sample", "small_64D"), ("other_site", "subj01")}
     nb = nbformat.read(summary / "04_results.ipynb", as_version=4)
@@ -181,6 +201,7 @@ def test_summary_across_two_datasets_draws_a_panel_each(sample_run, tmp_path):
     assert {a["text"] for a in fig["layout"]["annotations"]} >= {"sample", "other_site"}
 
 
+@pytest.mark.slow
 def test_a_step_reruns_when_its_parameters_change(sample_run, tmp_path):
     from helpers.batch import _executed_parameters, run_notebook
 
@@ -190,13 +211,14 @@ def test_a_step_reruns_when_its_parameters_change(sample_run, tmp_path):
     assert run_notebook("01_load_data", sd, params) == "skipped"
     assert (sd / "01_load_data.ipynb").stat().st_mtime == before
     elsewhere = tmp_path / "copy"
-    assert run_notebook("01_load_data", sd, {**params, "out_dir": str(elsewhere)}) == "ran"
+    assert run_notebook("01_load_data", elsewhere, {**params, "out_dir": str(elsewhere)}) == "ran"
     assert (elsewhere / "subject.npz").is_file()
 
 
-def test_relative_paths_are_resolved_before_work_is_sent_out(tmp_path, monkeypatch):
-    import helpers.batch as batch
+# --------------------------------------------------------------------------- no notebooks
 
+
+def test_relative_paths_are_resolved_before_work_is_sent_out(tmp_path, monkeypatch):
     seen = {}
 
     def fake_map(config_path, subjects, **kwargs):
@@ -204,8 +226,45 @@ def test_relative_paths_are_resolved_before_work_is_sent_out(tmp_path, monkeypat
         return iter(())
 
     monkeypatch.setattr(batch, "_map_subjects", fake_map)
-    monkeypatch.chdir(PROJECT_ROOT)
-    batch.run_dataset("configs/sample.yaml", profile="quick", out="relative_results_dir")
-    assert Path(seen["config"]).is_absolute() and Path(seen["config"]) == SAMPLE
-    assert Path(seen["out"]) == PROJECT_ROOT / "relative_results_dir"
-    assert not (PROJECT_ROOT / "relative_results_dir").exists()
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(SAMPLE, tmp_path / "sample.yaml")
+    batch.run_dataset("sample.yaml", profile="quick", out="relative_results_dir")
+    assert Path(seen["config"]).is_absolute() and Path(seen["config"]) == tmp_path / "sample.yaml"
+    assert Path(seen["out"]) == tmp_path / "relative_results_dir"
+
+
+def test_several_datasets_get_their_own_summary_and_a_combined_one(tmp_path, monkeypatch, capsys):
+    """The orchestration, with the notebooks replaced by stand-ins that write what they would."""
+    calls = []
+
+    def fake_subject(config_path, subject, *, out, **kwargs):
+        config = batch.load_config(config_path)
+        metrics = config.results_dir(out) / subject / "metrics" / "metrics.csv"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(",".join(COLUMNS) + "\n")
+        calls.append(("subject", config.dataset, subject, kwargs["jobs"]))
+        return SubjectResult(subject=subject, dataset=config.dataset, steps=[("01_load_data", "ran", 1.0)])
+
+    def fake_notebook(name, out_dir, parameters, **kwargs):
+        calls.append((name, tuple(Path(d).name for d in parameters["results_dirs"]), Path(out_dir)))
+        Path(out_dir, "04_results.html").write_text("<html></html>")
+        return "ran"
+
+    monkeypatch.setattr(batch, "run_subject", fake_subject)
+    monkeypatch.setattr(batch, "run_notebook", fake_notebook)
+    other = tmp_path / "other.yaml"
+    other.write_text(SAMPLE.read_text().replace("dataset: sample", "dataset: other_site"))
+    out = tmp_path / "out"
+    assert main([str(SAMPLE), str(other), "--profile", "quick", "--jobs", "3", "--out", str(out)]) == 0
+    assert calls == [
+        ("subject", "sample", "small_64D", 3),
+        ("04_results", ("sample",), out / "sample" / "summary"),
+        ("subject", "other_site", "small_64D", 3),
+        ("04_results", ("other_site",), out / "other_site" / "summary"),
+        ("04_results", ("sample", "other_site"), out / "summary"),
+    ]
+    for folder in (out / "sample", out / "other_site", out):
+        assert (folder / "index.html").is_file() and (folder / "plotly.min.js").is_file()
+    assert (out / "summary" / "provenance.json").is_file()
+    printed = capsys.readouterr().out
+    assert f"open {out / 'index.html'}" in printed and f"open {out / 'sample' / 'index.html'}" in printed

@@ -1,0 +1,59 @@
+"""The ``synthqa`` command.
+
+    synthqa run CONFIG [CONFIG ...] [--profile quick|paper] [--subjects ID ...] [--jobs N]
+                       [--out DIR] [--force] [--scheduler ADDRESS|local]
+    synthqa check CONFIG [CONFIG ...] [--profile NAME] [--subjects ID ...]
+    synthqa --version
+
+``run`` is :func:`helpers.batch.run_command` (also ``python -m helpers.batch``); ``check``
+validates the configs and every subject's input files without reading image data, in
+seconds, and is what ``run`` does first. Exit status: 0 ok, 1 a subject failed, 2 a bad
+config or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from helpers import __version__
+from helpers.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, run_command
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="synthqa",
+        description="Which synthetic diffusion MRI data resembles a real scan? Autoencoders trained on "
+                    "synthetic voxels from each generator, judged on the real ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"synthqa {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run", help="check the inputs, run every subject's notebooks, then the summary",
+        description="Check the inputs, run the notebooks for every subject, then the summary report.",
+        epilog=RUN_EPILOG,
+    )
+    add_run_arguments(run)
+    run.set_defaults(handler=run_command)
+    check = commands.add_parser(
+        "check", help="validate configs and every subject's input files (seconds; nothing runs)",
+        description="Validate dataset configs and every subject's input files (headers, gradient tables, "
+                    "shells, masks) without reading image data. Exit 0 when all is well, 2 otherwise.",
+    )
+    check.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config YAML (configs/*.yaml)")
+    check.add_argument("--profile", help="profile to validate (default: each config's)")
+    check.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject)")
+    check.set_defaults(handler=check_command)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args.command_line = command_line("synthqa", argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
