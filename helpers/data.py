@@ -10,7 +10,7 @@ needed to write maps back onto the scan's grid. Sources:
 - :func:`load_bids`: ``sub-*/[ses-*/]dwi/*_dwi.nii.gz`` with ``.bval``/``.bvec``;
 - :func:`load_paths`: explicit files, tissue from FSL FAST ``pve_0/1/2`` or a label map.
 
-Shells (design.md, "Shells"): ``shell`` is a b-value, a list of b-values or ``"all"``.
+Shells (docs/method.md, "Data flow"): ``shell`` is a b-value, a list of b-values or ``"all"``.
 Every selected volume keeps its own b-value; tensor-derived quantities (FA, direction,
 the DTI tissue segmentation, the single-b0 SNR fallback) use only the selected volumes
 with b <= ``dti_max_b`` (:attr:`Subject.dti_columns`), which must hold at least 6
@@ -620,7 +620,7 @@ def load_dwi(
     Raises
     ------
     ValueError
-        Naming the file and the problem (design.md, "Bad input"), including fewer than 6
+        Naming the file and the problem (docs/method.md, "Bad input"), including fewer than 6
         non-collinear directions at b <= ``dti_max_b`` among the selected volumes.
 
     Notes

@@ -2,7 +2,7 @@
 
 The autoencoder judges a generator by how well a network trained on it reconstructs the
 real scan. This module judges the synthetic voxels directly, as two samples, with no
-network in between (design.md, "A second judge"):
+network in between (docs/method.md, "The second judge"):
 
 - a **classifier two-sample test** (C2ST; Lopez-Paz & Oquab 2017): a classifier learns to
   tell real voxels from the generator's noisy voxels on half of two equal-size sets; its
