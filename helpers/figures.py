@@ -230,8 +230,8 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
             rows = _bracket_rows(stats, dataset, metric, tissue, test, present, alpha, level)
             if not rows.empty:
                 top = _add_brackets(fig, xref, yref, rows, present, top, level)
-        if top > max(tops):  # brackets drawn: make room for them, still from zero
-            fig.update_yaxes(range=[0, top], row=1, col=col)
+        # from zero, always (an interval reaching below zero would otherwise move it)
+        fig.update_yaxes(range=[0, top * (1.0 if top > max(tops) else 1.05) or 1.0], row=1, col=col)
         notes = [unit_words]
         if note_ratio is not None:
             notes += _far_worse_notes(medians, note_ratio)
@@ -991,7 +991,10 @@ def _draw_method(fig, col, i, units, *, method, color, level, dataset, showlegen
         x=[i + 0.18], y=[mean], mode="markers", name=f"{method} mean", legendgroup=method,
         showlegend=False,
         marker=dict(color=color, size=11, symbol="diamond", line=dict(color="#222222", width=1)),
-        error_y=dict(type="data", symmetric=True, array=[high - mean if has_interval else 0.0],
+        # errors are never negative: the lower whisker stops at zero (the hover keeps the
+        # interval as computed), so that every axis can start at zero
+        error_y=dict(type="data", symmetric=False, array=[high - mean if has_interval else 0.0],
+                     arrayminus=[min(mean - low, max(mean, 0.0)) if has_interval else 0.0],
                      color=color, thickness=2, width=6, visible=has_interval),
         meta={"kind": "mean", "method": method, "dataset": str(dataset), "n": n,
               "level": level},
