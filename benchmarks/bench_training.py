@@ -1,25 +1,65 @@
-"""How fast does the project train the autoencoder, against plain ``keras.Model.fit``?
+"""How fast does the project train the autoencoder: against plain ``keras.Model.fit``,
+and with several models on several cores against one after another?
 
-Both train the same network (64 directions: 64 → 43 → 8 → 43 → 64), from the same
-initial weights, on the same data, with the paper's recipe: MSE, Adam(5e-4), batch 100,
-250,000 training and 50,000 validation voxels, reshuffled every epoch. The baseline is
-``model.fit(x, y, batch_size=100, validation_data=(xv, yv), shuffle=True)``; the project's
-path is :func:`helpers.autoencoder.train_autoencoder`. Each timing covers the whole call,
-compilation included.
+**One model against plain fit.** Both train the same network (64 directions:
+64 → 43 → 8 → 43 → 64), from the same initial weights, on the same data, with the
+paper's recipe: MSE, Adam(5e-4), batch 100, 250,000 training and 50,000 validation
+voxels, reshuffled every epoch. The baseline is ``model.fit(x, y, batch_size=100,
+validation_data=(xv, yv), shuffle=True)``; the project's path is
+:func:`helpers.autoencoder.train_autoencoder`. Each timing covers the whole call,
+compilation included. The training set is simulated here, with NumPy only: per voxel two
+crossing tensors with random eigenvalues, orientations and volume fractions,
+``S/S0 = Σ f_i exp(-b gᵀ D_i g)`` at b = 1000 s/mm² on 64 directions spread over the
+sphere, plus Rician noise at SNR 20.
 
-The training set is simulated here, with NumPy only: per voxel two crossing tensors with
-random eigenvalues, orientations and volume fractions, ``S/S0 = Σ f_i exp(-b gᵀ D_i g)`` at
-b = 1000 s/mm² on 64 directions spread over the sphere, plus Rician noise at SNR 20.
+**K models, in parallel against one after another.** K replicates of one method (``Syn``)
+on a hand-built 64-direction subject, each exactly as step 03 makes it: its synthetic
+set simulated from its seed, trained, saved, its dead units counted.
+:func:`helpers.training.train_replicates` runs them once with ``jobs=1`` (one after
+another, in this already running process: no start-up cost on that side) and once with
+``jobs=0`` (one spawned worker process per core, at most K, one TensorFlow thread each;
+the workers' start, about 5 s of importing TensorFlow, is inside the timing). Runs
+alternate which side goes first; the line reports the ratio of the medians. Both sides
+must give the same diagnostics (the same weights), which is checked.
+
+Measurements (2-core reference machine; notes moved here from the code):
+
+- An epoch of the paper's recipe (250,000 two-tensor voxels, 64 directions) takes about
+  0.3 s with ``train_autoencoder`` and about 3 s with ``Model.fit``; the first epoch
+  includes XLA compilation (about a second).
+- Threads: one intra-op thread per model (:func:`helpers.autoencoder.configure_threads`).
+  Each product is a batch of 100 voxels times a weight matrix of at most 64 x 43; split
+  across threads the pieces wait on each other more than they compute: an epoch took
+  0.28 s with one intra-op thread and 0.34 s with two (medians of 7 epochs, two runs
+  each). ``Model.fit`` ran at the same speed either way.
+- Stacking many models into one TensorFlow graph does not help on CPU (about 230 µs per
+  model-step from 1 to 20 stacked models); independent models on separate cores do,
+  hence one model per worker process.
+- Latest full run, 2-core machine shared with other jobs: ``train_autoencoder`` 14.1 s
+  for 50 epochs, ``Model.fit`` 215 s (15.3x). Parallel part: 8 paper-size models, about
+  16-17 s each one after another; 125-140 s one after another against 69-80 s through 2
+  workers; medians 1.71x (full run) and 1.83x (``--quick``, run just before).
+- A worker's start (spawn, importing TensorFlow) costs about 5 s of both cores, so the
+  ratio needs enough work per worker: with K models of t seconds on 2 cores it is about
+  K t / (5 s + K t / 2), e.g. 1.75x for 4 such models and 1.87x for 8 (estimates, not
+  measured on an idle machine); 2 models measured 1.06x under load. The paper profile
+  trains 20 models per subject.
 
 Usage::
 
-    python benchmarks/bench_training.py                 # 50 epochs: several minutes
-    python benchmarks/bench_training.py --epochs 5      # quick; times scaled to 50 epochs
+    python benchmarks/bench_training.py                 # 50 epochs: many minutes
+    python benchmarks/bench_training.py --epochs 5      # plain-fit part scaled to 50 epochs
+    python benchmarks/bench_training.py --quick         # only the parallel measurement
 
-The last line reads ``speedup <X>x vs plain fit; <T> s for 50 epochs; val loss <a> vs <b>``:
-X is the ratio of median times, T the project's median time (scaled to 50 epochs if
-``--epochs`` differs), ``a`` and ``b`` the median final validation losses of the project and
-of plain fit over the seeds both ran.
+Printed results (both ratios need idle cores; each run prints the load average beside it):
+
+- ``speedup <X>x vs plain fit; <T> s for 50 epochs; val loss <a> vs <b>``: X is the ratio
+  of median times, T the project's median time (scaled to 50 epochs if ``--epochs``
+  differs), ``a`` and ``b`` the median final validation losses of the project and of
+  plain fit over the seeds both ran. Skipped with ``--quick``.
+- ``parallel speedup <X>x over training the same <K> models one after another``: X is the
+  median time of the K models one after another over the median time through the
+  workers. Target on 2 cores: X >= 1.7.
 """
 
 from __future__ import annotations
@@ -99,9 +139,58 @@ def main(argv=None):
         "--voxels", type=int, default=300_000, help="voxels, one sixth for validation"
     )
     parser.add_argument("--seed", type=int, default=0, help="run r uses seed + r")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the plain-fit comparison (the slow part)"
+    )
+    parser.add_argument(
+        "--models", type=int, default=8,
+        help="K: models of the parallel part (8: a quick run's four methods x 2 replicates)",
+    )
+    parser.add_argument(
+        "--model-voxels", type=int, default=300_000,
+        help="synthetic voxels per model of the parallel part (paper: 300,000)",
+    )
+    parser.add_argument(
+        "--model-epochs", type=int, default=PAPER_EPOCHS,
+        help="epochs per model of the parallel part (paper: 50)",
+    )
+    parser.add_argument(
+        "--parallel-repeats", type=int, default=3, help="runs of each side of the parallel part"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="workers of the parallel side (0: every core)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1 or args.voxels < 12:
         parser.error("--epochs and --repeats must be >= 1, --voxels >= 12")
+    if args.models < 2 or args.model_voxels < 12 or args.model_epochs < 1 or args.parallel_repeats < 1:
+        parser.error("--models >= 2, --model-voxels >= 12, --model-epochs and --parallel-repeats >= 1")
+
+    import keras
+    import tensorflow as tf
+
+    from helpers import autoencoder as ae
+
+    ae.build_autoencoder(N_DIRECTIONS)  # first project call: sets the thread pool (see helpers)
+    print(
+        f"machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+        f"load average {_load()}; TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"this process: intra-op threads "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, inter-op "
+        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'}",
+        flush=True,
+    )
+    if not args.quick:
+        plain_fit_comparison(args)
+    parallel_comparison(args)
+
+
+def plain_fit_comparison(args):
+    """One model: train_autoencoder against Model.fit (prints the ``speedup`` line)."""
+    import keras
+
+    from helpers import autoencoder as ae
+
     baseline_repeats = args.baseline_repeats
     if baseline_repeats is None:
         baseline_repeats = args.repeats if args.epochs <= 10 else 1
@@ -117,19 +206,6 @@ def main(argv=None):
         flush=True,
     )
 
-    import keras
-    import tensorflow as tf
-
-    from helpers import autoencoder as ae
-
-    ae.build_autoencoder(N_DIRECTIONS)  # first project call: sets the thread pool (see helpers)
-    print(
-        f"machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}; "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; intra-op threads "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, inter-op "
-        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} (both methods)",
-        flush=True,
-    )
     scale = PAPER_EPOCHS / args.epochs
     if args.epochs != PAPER_EPOCHS:
         print(
@@ -209,6 +285,103 @@ def main(argv=None):
         f"speedup {speedup:.1f}x vs plain fit; {t50:.1f} s for 50 epochs; "
         f"val loss {fast_l:.3g} vs {plain_l:.3g}"
     )
+
+
+def parallel_comparison(args):
+    """K models: train_replicates one after another (jobs=1) against its worker processes."""
+    import json
+    import shutil
+    import tempfile
+
+    from helpers import training
+
+    k = args.models
+    profile = {
+        "name": "bench",
+        "n_voxels": args.model_voxels,
+        "n_val": round(args.model_voxels / 6),
+        "epochs": args.model_epochs,
+        "batch_size": 100,
+        "learning_rate": 5e-4,
+        "replicates": k,
+    }
+    print(
+        f"parallel part: {k} replicates of Syn, each {args.model_voxels} voxels "
+        f"({profile['n_voxels'] - profile['n_val']} train / {profile['n_val']} val) x "
+        f"{N_DIRECTIONS} directions, {args.model_epochs} epochs, simulated from its seed, "
+        f"saved, dead units counted; one after another (jobs=1, this process) vs "
+        f"worker processes (jobs={args.jobs}, start-up included); "
+        f"{args.parallel_repeats} run(s) each, alternating which goes first",
+        flush=True,
+    )
+    root = Path(tempfile.mkdtemp(prefix="bench_training_"))
+    try:
+        subject = bench_subject(seed=args.seed)
+        times = {"one after another": [], "workers": []}
+        tables = {}
+        for r in range(args.parallel_repeats):
+            order = [("one after another", 1), ("workers", args.jobs)]
+            line = f"run {r + 1}:"
+            for name, jobs in order if r % 2 == 0 else order[::-1]:
+                folder = root / name.replace(" ", "_") / f"run{r}" / "sub"
+                subject.save(folder)
+                t = time.perf_counter()
+                tables[name] = training.train_replicates(
+                    folder, ["Syn"], profile=profile, seed=args.seed, snr=20.0, jobs=jobs,
+                    progress=False,
+                )
+                times[name].append(time.perf_counter() - t)
+                summary = json.loads(training.summary_path(folder).read_text())
+                per_model = statistics.median(m["seconds"] for m in summary["models"])
+                line += (
+                    f" {name} {times[name][-1]:.1f} s ({summary['workers']} worker(s), "
+                    f"median {per_model:.1f} s per model);"
+                )
+                shutil.rmtree(folder.parent)
+            same = tables["one after another"].equals(tables["workers"])
+            print(f"{line} same diagnostics (weights): {'yes' if same else 'NO'}; load {_load()}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    seq, par = statistics.median(times["one after another"]), statistics.median(times["workers"])
+    speedup = seq / par
+    print(
+        f"{k} models: median {seq:.1f} s one after another ({seq / k:.1f} s per model), "
+        f"{par:.1f} s through the workers; target on 2 cores >= 1.7x: "
+        f"{'met' if speedup >= 1.7 else 'MISSED'}",
+        flush=True,
+    )
+    print(f"parallel speedup {speedup:.2f}x over training the same {k} models one after another")
+
+
+def bench_subject(*, seed=0, shape=(10, 10, 10), snr=20.0):
+    """A hand-built subject for the parallel part: one tensor per voxel (random
+    eigenvalues and orientation) on 64 directions at b = 1000 s/mm², Rician noise."""
+    from helpers.data import Subject
+
+    rng = np.random.default_rng(seed)
+    indices = np.argwhere(np.ones(shape, dtype=bool))
+    noisy, clean = simulate(len(indices), N_DIRECTIONS, snr=snr, n_tensors=1, seed=seed)
+    return Subject(
+        attenuation=noisy,
+        bvals=np.full(N_DIRECTIONS, 1000.0),
+        bvecs=sphere_directions(N_DIRECTIONS),
+        indices=indices,
+        shape=shape,
+        affine=np.eye(4),
+        tissue=rng.choice(np.array([1, 2, 3], dtype=np.uint8), size=len(indices)),
+        s0=np.ones(len(indices), dtype=np.float32),
+        snr=snr,
+        snr_method="given (benchmark)",
+        sigma=1.0 / snr,
+        info={"dataset": "bench", "subject": "sub"},
+    )
+
+
+def _load():
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 if __name__ == "__main__":

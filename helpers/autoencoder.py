@@ -10,15 +10,16 @@ direction) to its noise-free version. Its shape and recipe follow the method pap
 
 :func:`train_autoencoder` keeps that recipe (the same loss, optimiser, batch size, number of
 updates per epoch and per-epoch reshuffling) but runs each epoch as one XLA-compiled call,
-instead of one Python round trip per batch as ``keras.Model.fit`` does: about ten times
-faster on a 2-core CPU (``benchmarks/bench_training.py``). The model stays an ordinary
-Keras model: it predicts, saves as ``.keras`` and loads like any other.
+instead of one Python round trip per batch as ``keras.Model.fit`` does (timings against
+``fit``: ``benchmarks/bench_training.py``). The model stays an ordinary Keras model: it
+predicts, saves as ``.keras`` and loads like any other. :func:`dead_units` counts the
+bottleneck units a trained model no longer uses on a set of voxels.
 
 TensorFlow threads: the first of :func:`build_autoencoder`, :func:`train_autoencoder`,
-:func:`reconstruct` or :func:`load_model` to run in a process gives TensorFlow one intra-op
-thread, unless its runtime has already started (then nothing changes). The network's
-matrices are too small to gain from being split across threads; see
-:func:`_configure_threads` for the measurement.
+:func:`reconstruct`, :func:`dead_units` or :func:`load_model` to run in a process gives
+TensorFlow one intra-op thread, unless its runtime has already started (then nothing
+changes); :func:`configure_threads` sets other counts. Training several models at once is
+:mod:`helpers.training`'s job (one model per worker process).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ __all__ = [
     "build_autoencoder",
     "train_autoencoder",
     "reconstruct",
+    "dead_units",
+    "configure_threads",
     "save_model",
     "load_model",
     "save_history",
@@ -168,12 +171,12 @@ def train_autoencoder(
     """Train ``model`` to map noisy attenuation to clean attenuation (in place).
 
     The recipe of ``model.fit(noisy_train, clean_train, batch_size=100, epochs=50,
-    validation_data=(noisy_val, clean_val), shuffle=True)`` with MSE and Adam, run faster:
-    each epoch is a single XLA-compiled call that shuffles the training set with one
-    gather and loops over its batches in a ``tf.while_loop``, applying a Keras Adam update
-    after every batch. The number of updates per epoch (``ceil(n_train / batch_size)``,
-    the last batch possibly smaller), the loss and the optimiser are those of ``fit``;
-    only the order of the voxels differs, since the shuffle comes from NumPy.
+    validation_data=(noisy_val, clean_val), shuffle=True)`` with MSE and Adam, with each
+    epoch run as one XLA-compiled call (:func:`_fit_epochs`): one gather shuffles the
+    training set, a ``tf.while_loop`` applies a Keras Adam update after every batch. The
+    number of updates per epoch (``ceil(n_train / batch_size)``, the last batch possibly
+    smaller), the loss and the optimiser are those of ``fit``; only the order of the
+    voxels differs, since the shuffle comes from NumPy.
 
     Parameters
     ----------
@@ -199,11 +202,10 @@ def train_autoencoder(
     seed : int, optional
         Seeds the shuffling: epoch ``k`` visits the training voxels in the order of the
         ``k``-th ``rng.permutation(n_train)`` of ``rng = np.random.default_rng(seed)``.
-        It is also passed to ``keras.utils.set_random_seed`` for any randomness inside
-        the model (e.g. dropout in a model of your own; that call also reseeds the global
-        ``random``, ``np.random`` and TensorFlow generators), and TensorFlow's op
-        determinism is switched on: the same model, data and seed give the same weights
-        on the same machine.
+        Also passed to ``keras.utils.set_random_seed`` (for randomness inside a model of
+        your own, e.g. dropout; it reseeds the global ``random``, ``np.random`` and
+        TensorFlow generators too), with TensorFlow's op determinism switched on: the same
+        model, data and seed give the same weights on the same machine.
     progress : bool, optional
         Show a per-epoch progress bar with the losses.
 
@@ -225,18 +227,17 @@ def train_autoencoder(
     Notes
     -----
     Loss of a batch :math:`B`: :math:`L = \\frac{1}{|B|\\,N} \\sum_{v \\in B}
-    \\sum_{j=1}^{N} (\\hat a_{vj} - a_{vj})^2`. The first epoch includes XLA compilation
-    (about a second). On the 2-core reference machine an epoch of the paper's recipe
-    (250,000 training voxels, N = 64) takes about 0.3 s; ``Model.fit`` takes about 3 s.
+    \\sum_{j=1}^{N} (\\hat a_{vj} - a_{vj})^2`.
 
     Besides the caller's arrays, training holds the training voxels as one
     (n_train, 2N) float32 tensor (inputs beside targets) and, during an epoch, a shuffled
     copy of it: 2 x 128 MB for 250,000 voxels and 64 directions.
 
     Training is sensitive to the order of the voxels: with the paper's 8-unit ReLU
-    bottleneck, some units can die early (output 0 for every voxel), and the final
-    validation loss then depends on how many survive. Runs that differ only in ``seed``
-    can end a factor of two apart; ``Model.fit`` shows the same spread.
+    bottleneck, some units can die early (output 0 for every voxel, see
+    :func:`dead_units`), and the final validation loss then depends on how many survive.
+    Runs that differ only in ``seed`` can end a factor of two apart; ``Model.fit`` shows
+    the same spread. Speed against ``Model.fit``: ``benchmarks/bench_training.py``.
 
     Examples
     --------
@@ -249,6 +250,21 @@ def train_autoencoder(
     ['epoch', 'loss', 'val_loss']
     """
     _configure_threads()
+    noisy, clean = _check_training_data(model, noisy, clean)
+    epochs, batch_size, learning_rate, seed = _check_recipe(epochs, batch_size, learning_rate, seed)
+    n_val = _validation_size(len(noisy), n_val)
+    _seed_training(seed)
+    optimizer = _compile_adam(model, learning_rate)
+    train, val = _training_tensors(noisy, clean, n_val)
+    del noisy, clean  # the float32 copies, if any, are no longer needed
+    return _fit_epochs(
+        model, optimizer, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
+        progress=progress,
+    )
+
+
+def _check_training_data(model, noisy, clean):
+    """Validate the training pair against the model; return both as float32 (n, N)."""
     n_in = _model_width(model)
     noisy = _check_array(noisy, "noisy")
     clean = _check_array(clean, "clean")
@@ -257,15 +273,19 @@ def train_autoencoder(
             f"noisy has shape {noisy.shape} but clean has shape {clean.shape}; "
             "they must match (one row per voxel, one column per direction)"
         )
-    n, n_dir = noisy.shape
-    if n_dir != n_in:
-        raise ValueError(f"noisy has {n_dir} directions but the model expects {n_in}")
+    if noisy.shape[1] != n_in:
+        raise ValueError(f"noisy has {noisy.shape[1]} directions but the model expects {n_in}")
     n_out = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if n_out != n_in:
         raise ValueError(
             f"the model outputs {n_out} values per voxel but takes {n_in}: an autoencoder "
             "must give back one value per direction"
         )
+    return noisy, clean
+
+
+def _check_recipe(epochs, batch_size, learning_rate, seed):
+    """Validate the training recipe; return (epochs, batch_size, learning_rate, seed)."""
     epochs = _check_positive_int(epochs, "epochs")
     batch_size = _check_positive_int(batch_size, "batch_size")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, Real) or not (
@@ -274,38 +294,63 @@ def train_autoencoder(
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return epochs, batch_size, float(learning_rate), int(seed)
+
+
+def _validation_size(n, n_val):
+    """Voxels held out for validation: ``n_val``, default ``round(n / 6)``."""
     n_val = round(n / 6) if n_val is None else _check_positive_int(n_val, "n_val")
     if n_val < 1 or n_val >= n:
         raise ValueError(
             f"{n} voxels are too few for n_val={n_val}: need at least one validation and "
             "one training voxel (n_val defaults to round(n/6))"
         )
-    n_train = n - n_val
+    return n_val
 
-    seed = int(seed)
+
+def _seed_training(seed):
+    """Seed Keras' (and the global) generators and make TensorFlow's ops deterministic."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    shuffle_rng = np.random.default_rng(seed)
 
+
+def _compile_adam(model, learning_rate):
+    """Compile ``model`` with MSE and a fresh Adam; return the built optimiser."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
-    optimizer = model.optimizer
-    variables = model.trainable_variables
-    optimizer.build(variables)
+    model.optimizer.build(model.trainable_variables)
+    return model.optimizer
 
-    # Inputs and targets side by side, so that one gather per epoch shuffles both
-    # (on CPU, twice as fast as gathering the two arrays).
+
+def _training_tensors(noisy, clean, n_val):
+    """Split off the last ``n_val`` voxels for validation and lay out the tensors.
+
+    Returns
+    -------
+    train : (n_train, 2N) float32 tf.Tensor
+        Inputs and targets side by side, so that one gather per epoch shuffles both (on
+        CPU, twice as fast as gathering the two arrays).
+    val : list of (x, y) tf.Tensor pairs
+        The validation voxels in chunks of at most ``_VAL_CHUNK``.
+    """
+    n_train = len(noisy) - n_val
     train = tf.constant(np.concatenate([noisy[:n_train], clean[:n_train]], axis=1))
     val = [
         (tf.constant(noisy[i : i + _VAL_CHUNK]), tf.constant(clean[i : i + _VAL_CHUNK]))
-        for i in range(n_train, n, _VAL_CHUNK)
+        for i in range(n_train, len(noisy), _VAL_CHUNK)
     ]
-    del noisy, clean  # the float32 copies, if any, are no longer needed
+    return train, val
 
+
+def _fit_epochs(model, optimizer, train, val, *, epochs, batch_size, seed, progress):
+    """The training loop: per epoch, a NumPy shuffle, one compiled pass, the val loss."""
+    n_train, n_in = int(train.shape[0]), int(train.shape[1]) // 2
+    n_val = sum(int(x.shape[0]) for x, _ in val)
     run_epoch = _make_epoch_function(
-        model, optimizer, variables, n_train=n_train, n_in=n_in, batch_size=batch_size
+        model, optimizer, model.trainable_variables, n_train=n_train, n_in=n_in,
+        batch_size=batch_size,
     )
     sum_squared_error = _make_loss_function(model)
-
+    shuffle_rng = np.random.default_rng(seed)
     bar = keras.utils.Progbar(epochs, stateful_metrics=["loss", "val_loss"]) if progress else None
     rows = []
     for epoch in range(1, epochs + 1):
@@ -369,28 +414,59 @@ def _sum_squared_error(x, y, *, model):
     return tf.reduce_sum(tf.square(model(x, training=False) - y))
 
 
+def _make_forward_function(model):
+    """Compiled ``model(x)`` for inference (partial: see above). ``predict_on_batch``
+    would do the same, but makes TensorFlow warn about retracing from the sixth model
+    a process uses on."""
+    return tf.function(functools.partial(_forward, model=model), jit_compile=True)
+
+
+def _forward(x, *, model):
+    return model(x, training=False)
+
+
+# --------------------------------------------------------------------------------------
+# TensorFlow threads
+# --------------------------------------------------------------------------------------
+
 _THREADS_CONFIGURED = False
 
 
-def _configure_threads():
-    """Give TensorFlow one intra-op thread, if its runtime has not started yet.
+def configure_threads(*, intra_op=1, inter_op=None):
+    """Set TensorFlow's thread pools, if its runtime has not started yet.
 
-    Each product is a batch of 100 voxels times a weight matrix of at most N x 4N/6
-    (64 x 43 for 64 directions): split across threads, the pieces wait on each other more
-    than they compute. On the 2-core reference machine an epoch of the paper's recipe
-    (250,000 two-tensor voxels, 64 directions) took 0.28 s with one intra-op thread and
-    0.34 s with two (medians of 7 epochs, two runs each). ``Model.fit`` ran at the same
-    speed either way. Once the runtime has started the setting can no longer change, and
-    this does nothing.
+    Parameters
+    ----------
+    intra_op : int, optional
+        Threads one operation may use. One by default: each product is a batch of 100
+        voxels times a weight matrix of at most N x 4N/6, too small to gain from being
+        split (measured in ``benchmarks/bench_training.py``).
+    inter_op : int or None, optional
+        Operations run side by side; ``None`` keeps TensorFlow's default. Worker
+        processes that train one model each (:mod:`helpers.training`) use 1, so that
+        each worker stays on one core.
+
+    Returns
+    -------
+    applied : bool
+        False when the runtime had already started: the setting can then no longer
+        change, and the pools stay as they are.
     """
     global _THREADS_CONFIGURED
-    if _THREADS_CONFIGURED:
-        return
     _THREADS_CONFIGURED = True
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError:
-        pass  # runtime already running: keep its thread pools
+        return False  # runtime already running: keep its thread pools
+    return True
+
+
+def _configure_threads():
+    """One intra-op thread (:func:`configure_threads`), once per process, first call only."""
+    if not _THREADS_CONFIGURED:
+        configure_threads()
 
 
 # --------------------------------------------------------------------------------------
@@ -444,11 +520,81 @@ def reconstruct(model, attenuation, *, batch_size=65536):
     n = attenuation.shape[0]
     for start in range(0, n, batch_size):  # check first, in chunks, before any work
         _check_finite(attenuation[start : start + batch_size], "attenuation", offset=start)
+    forward = _make_forward_function(model)
     out = np.empty((n, n_in), dtype=np.float32)
     for start in range(0, n, batch_size):
         chunk = np.asarray(attenuation[start : start + batch_size], dtype=np.float32)
-        out[start : start + len(chunk)] = model.predict_on_batch(chunk)
+        out[start : start + len(chunk)] = forward(tf.constant(chunk))
     return out
+
+
+def dead_units(model, attenuation, *, layer="bottleneck", batch_size=65536):
+    """Count the bottleneck units that output 0 on every voxel of ``attenuation``.
+
+    A ReLU unit whose pre-activation is negative for every input is "dead": it passes
+    nothing on, and gets no gradient to recover. With the paper's narrow bottleneck
+    (8 units for 64 directions) each dead unit is a lost eighth of the code.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model (e.g. from :func:`build_autoencoder`), trained or not.
+    attenuation : (n, N) array_like of float
+        The voxels to test the units on; for a subject, its real brain voxels
+        (``subject.attenuation``), not the synthetic training set.
+    layer : str, optional
+        Name of the layer whose units are counted (:func:`build_autoencoder` names its
+        bottleneck ``"bottleneck"``).
+    batch_size : int, optional
+        Voxels per forward pass.
+
+    Returns
+    -------
+    n_dead : int
+        Units of ``layer`` whose output is exactly 0 for every voxel.
+    n_units : int
+        Units of ``layer``.
+
+    Raises
+    ------
+    ValueError
+        If the model has no layer ``layer``, or ``attenuation`` is not a finite 2-D array
+        of the model's input width, or holds no voxel.
+
+    Examples
+    --------
+    >>> model = build_autoencoder(16, seed=0)  # a bottleneck of 2 units
+    >>> kernel, bias = model.get_layer("bottleneck").get_weights()
+    >>> kernel[:] = 0.0  # no input reaches the units: each outputs relu(bias)
+    >>> bias[:] = [-1.0, 1.0]  # unit 0 dead, unit 1 alive
+    >>> model.get_layer("bottleneck").set_weights([kernel, bias])
+    >>> dead_units(model, np.full((5, 16), 0.5))
+    (1, 2)
+    """
+    _configure_threads()
+    n_in = _model_width(model)
+    try:
+        target = model.get_layer(layer)
+    except ValueError as e:
+        names = [lay.name for lay in model.layers]
+        raise ValueError(f"the model has no layer {layer!r}; its layers: {names}") from e
+    attenuation = np.asarray(attenuation)
+    if attenuation.ndim != 2 or attenuation.shape[1] != n_in:
+        raise ValueError(
+            f"attenuation must be (voxels, {n_in}) to match the model, got shape {attenuation.shape}"
+        )
+    if attenuation.shape[0] == 0:
+        raise ValueError("attenuation holds no voxel: dead units need at least one")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    _check_real(attenuation, "attenuation")
+    _check_finite(attenuation, "attenuation")
+    encode = _make_forward_function(keras.Model(model.inputs, target.output))
+    alive = None
+    for start in range(0, len(attenuation), batch_size):
+        chunk = np.asarray(attenuation[start : start + batch_size], dtype=np.float32)
+        active = np.any(np.asarray(encode(tf.constant(chunk))) != 0, axis=0)
+        alive = active if alive is None else alive | active
+    return int((~alive).sum()), int(alive.size)
 
 
 def save_model(model, path):

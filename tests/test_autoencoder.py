@@ -1,5 +1,6 @@
 """Tests for helpers.autoencoder: the network's shape, that training follows the Keras
-recipe and learns, reproducibility, saving and loading, and every error path."""
+recipe and learns, reproducibility, dead bottleneck units on weights set by hand, saving
+and loading, and every error path."""
 
 import numpy as np
 import pandas as pd
@@ -306,6 +307,66 @@ def test_reconstruct_rejects_non_2d():
     model = ae.build_autoencoder(8, seed=0)
     with pytest.raises(ValueError, match=r"attenuation must be 2-D .* got shape \(2, 3, 8\)"):
         ae.reconstruct(model, np.ones((2, 3, 8)))
+
+
+N_DEAD = 30  # directions of the dead-unit model: a bottleneck of round(30/8) = 4 units
+
+
+# -- dead units -----------------------------------------------------------------------
+
+
+def _hand_set_model():
+    """An autoencoder for 30 directions (bottleneck of 4) whose first two layers are set by hand:
+    encode unit 0 = relu(x0) (every other encode unit 0); bottleneck units:
+    0: no input, bias -1   -> always 0: dead
+    1: no input, bias +0.5 -> always 0.5: alive
+    2: -1 x encode 0       -> relu(-x0) = 0 for x0 >= 0: dead on attenuation
+    3: encode 0 - 0.9      -> positive only where x0 > 0.9
+    """
+    model = ae.build_autoencoder(N_DEAD, seed=0)
+    enc_w, enc_b = model.get_layer("encode").get_weights()
+    enc_w[:] = 0.0
+    enc_w[0, 0] = 1.0
+    enc_b[:] = 0.0
+    model.get_layer("encode").set_weights([enc_w, enc_b])
+    w, b = model.get_layer("bottleneck").get_weights()
+    assert w.shape == (20, 4)
+    w[:] = 0.0
+    w[0, 2], w[0, 3] = -1.0, 1.0
+    b[:] = [-1.0, 0.5, 0.0, -0.9]
+    model.get_layer("bottleneck").set_weights([w, b])
+    return model
+
+
+def test_dead_units_on_hand_set_weights():
+    model = _hand_set_model()
+    x = np.full((3, N_DEAD), 0.5, dtype=np.float32)
+    x[:, 0] = [0.5, 0.6, 0.7]  # x0 <= 0.9 everywhere: unit 3 never fires
+    assert ae.dead_units(model, x) == (3, 4)
+    x[2, 0] = 0.95  # one voxel above 0.9: unit 3 is alive
+    assert ae.dead_units(model, x) == (2, 4)
+    # one voxel per pass: a unit alive in any chunk is alive
+    assert ae.dead_units(model, x, batch_size=1) == (2, 4)
+
+
+def test_dead_units_errors():
+    model = ae.build_autoencoder(N_DEAD, seed=0)
+    with pytest.raises(ValueError, match=r"attenuation must be \(voxels, 30\) .* got shape \(4, 29\)"):
+        ae.dead_units(model, np.ones((4, 29)))
+    with pytest.raises(ValueError, match="attenuation holds no voxel"):
+        ae.dead_units(model, np.ones((0, N_DEAD)))
+    bad = np.full((3, N_DEAD), 0.5)
+    bad[2, 7] = np.nan
+    with pytest.raises(ValueError, match="attenuation holds 1 NaN or inf value.*voxel 2, direction 7"):
+        ae.dead_units(model, bad)
+    with pytest.raises(ValueError, match="the model has no layer 'middle'; its layers"):
+        ae.dead_units(model, np.ones((2, N_DEAD)), layer="middle")
+
+
+def test_configure_threads_reports_a_running_runtime():
+    ae.build_autoencoder(4, seed=0)(np.ones((1, 4), dtype=np.float32))  # the runtime is up
+    assert ae.configure_threads(intra_op=2) is False
+    assert tf.config.threading.get_intra_op_parallelism_threads() in (0, 1)
 
 
 # -- saving and loading ---------------------------------------------------------------
