@@ -643,62 +643,13 @@ def load_dwi(
     bvals, bvecs, b0_idx, sel, dti = plan["bvals"], plan["bvecs"], plan["b0"], plan["sel"], plan["dti"]
     grid = tuple(int(s) for s in img.shape[:3])
 
-    mask_fallback = False
-    if isinstance(mask, str) and mask == "all":
-        brain = np.ones(grid, dtype=bool)
-        mask_source = "all voxels of the volume"
-    elif mask is not None:
-        mask_img = _load_image(mask, what="mask")
-        _check_same_grid(mask_img, img.shape, img.affine, path=mask, ref_path=dwi, what="mask")
-        brain = _read(mask_img, path=mask) > 0
-        if brain.ndim == 4:
-            brain = brain[..., 0]
-        mask_source = str(mask)
-    else:
-        brain = None
-
-    # Volumes are read one at a time in file order, so a gzipped file is decompressed
-    # once. With a mask, b0 and selected volumes come in one pass and only brain voxels
-    # are kept; without one, the b0 volumes (and the highest-b selected volume) are read
-    # whole first: the automatic mask needs them.
-    if brain is None:
-        b0_full = np.empty(grid + (len(b0_idx),), dtype=np.float32)
-        probe = int(sel[np.argmax(bvals[sel])])  # the selected volume with the highest b
-        for i in sorted({*map(int, b0_idx), probe}):
-            vol = _read(img, (..., i), path=dwi)
-            if i == probe:
-                dw_full = vol.astype(np.float32)
-            if i in b0_idx:
-                b0_full[..., int(np.flatnonzero(b0_idx == i)[0])] = vol
-        brain, mask_source, mask_fallback = _automatic_mask(b0_full, dw_full, b=bvals[probe], dwi=dwi)
-        del dw_full
-    if not brain.any():
-        raise ValueError(f"{mask if mask is not None else dwi}: the brain mask is empty")
+    brain, mask_source, mask_fallback, b0_full = _brain_mask(mask, img, dwi, grid, b0_idx, sel, bvals)
     indices = np.argwhere(brain)
-    ii = tuple(indices.T)
-    signal = np.empty((len(indices), len(sel)), dtype=np.float32)
-    slots = {int(i): (signal, j) for j, i in enumerate(sel)}
-    if mask is None:
-        b0 = b0_full[ii]
-        del b0_full
-    else:
-        b0 = np.empty((len(indices), len(b0_idx)), dtype=np.float32)
-        slots.update({int(i): (b0, j) for j, i in enumerate(b0_idx)})
-    for i in sorted(slots):
-        target, j = slots[i]
-        target[:, j] = _read(img, (..., i), path=dwi)[ii]
-    s0 = b0.mean(axis=1)
-
-    bad_s0 = ~(np.isfinite(s0) & (s0 > 0))
-    bad_signal = ~np.isfinite(signal).all(axis=1) & ~bad_s0
-    keep = ~(bad_s0 | bad_signal)
-    if not keep.any():
-        raise ValueError(f"{dwi}: no brain voxel has a positive, finite S0 and finite signal")
-    indices, signal, s0, b0 = indices[keep], signal[keep], s0[keep], b0[keep]
-    attenuation = signal / s0[:, None]
+    signal, b0 = _read_brain_voxels(img, dwi, indices, sel, b0_idx, b0_full)
+    del b0_full
+    indices, attenuation, s0, b0, excluded = _valid_voxels(dwi, indices, signal, b0)
     del signal
 
-    thin = _tissue.is_thin(grid)
     info = {
         "dataset": dataset,
         "subject": subject,
@@ -719,11 +670,10 @@ def load_dwi(
         "n_b0": int(len(b0_idx)),
         "n_volumes_file": int(img.shape[3]),
         "n_mask_voxels": int(brain.sum()),
-        "n_excluded_nonpositive_or_nonfinite_s0": int(bad_s0.sum()),
-        "n_excluded_nonfinite_signal": int(bad_signal.sum()),
-        "n_voxels": int(keep.sum()),
+        **excluded,
+        "n_voxels": int(len(indices)),
         "voxel_size_mm": [float(v) for v in img.header.get_zooms()[:3]],
-        "thin": thin,
+        "thin": _tissue.is_thin(grid),
         "erosion": _erosion_note(grid),
     }
     subj = Subject(
@@ -738,21 +688,98 @@ def load_dwi(
         dti_max_b=float(dti_max_b),
         info=info,
     )
+    _estimate_subject_noise(subj, b0)
+    _assign_tissue(subj, tissue, tissue_source)
+    return subj
+
+
+def _brain_mask(mask, img, dwi, grid, b0_idx, sel, bvals):
+    """The brain mask of :func:`load_dwi`: ``"all"``, a mask file on the DWI grid, or
+    automatic. Returns (mask, how it was made, whether the automatic mask fell back to
+    every voxel, the whole b0 volumes when they had to be read for it, else None)."""
+    if isinstance(mask, str) and mask == "all":
+        return np.ones(grid, dtype=bool), "all voxels of the volume", False, None
+    if mask is not None:
+        mask_img = _load_image(mask, what="mask")
+        _check_same_grid(mask_img, img.shape, img.affine, path=mask, ref_path=dwi, what="mask")
+        brain = _read(mask_img, path=mask) > 0
+        if brain.ndim == 4:
+            brain = brain[..., 0]
+        if not brain.any():
+            raise ValueError(f"{mask}: the brain mask is empty")
+        return brain, str(mask), False, None
+    # Automatic: the b0 volumes (and the highest-b selected volume) are read whole, in
+    # file order, so a gzipped file is decompressed once.
+    b0_full = np.empty(grid + (len(b0_idx),), dtype=np.float32)
+    probe = int(sel[np.argmax(bvals[sel])])  # the selected volume with the highest b
+    for i in sorted({*map(int, b0_idx), probe}):
+        vol = _read(img, (..., i), path=dwi)
+        if i == probe:
+            dw_full = vol.astype(np.float32)
+        if i in b0_idx:
+            b0_full[..., int(np.flatnonzero(b0_idx == i)[0])] = vol
+    brain, source, fallback = _automatic_mask(b0_full, dw_full, b=bvals[probe], dwi=dwi)
+    if not brain.any():
+        raise ValueError(f"{dwi}: the brain mask is empty")
+    return brain, source, fallback, b0_full
+
+
+def _read_brain_voxels(img, dwi, indices, sel, b0_idx, b0_full=None):
+    """(signal (n, selected), b0 (n, k)) of the brain voxels, reading each needed volume
+    once in file order (b0 comes from ``b0_full`` when the mask step read it already)."""
+    ii = tuple(indices.T)
+    signal = np.empty((len(indices), len(sel)), dtype=np.float32)
+    slots = {int(i): (signal, j) for j, i in enumerate(sel)}
+    if b0_full is not None:
+        b0 = b0_full[ii]
+    else:
+        b0 = np.empty((len(indices), len(b0_idx)), dtype=np.float32)
+        slots.update({int(i): (b0, j) for j, i in enumerate(b0_idx)})
+    for i in sorted(slots):
+        target, j = slots[i]
+        target[:, j] = _read(img, (..., i), path=dwi)[ii]
+    return signal, b0
+
+
+def _valid_voxels(dwi, indices, signal, b0):
+    """Drop voxels with a non-positive or non-finite S0 or a non-finite signal; returns
+    (indices, attenuation, s0, b0, counts of what was excluded)."""
+    s0 = b0.mean(axis=1)
+    bad_s0 = ~(np.isfinite(s0) & (s0 > 0))
+    bad_signal = ~np.isfinite(signal).all(axis=1) & ~bad_s0
+    keep = ~(bad_s0 | bad_signal)
+    if not keep.any():
+        raise ValueError(f"{dwi}: no brain voxel has a positive, finite S0 and finite signal")
+    excluded = {
+        "n_excluded_nonpositive_or_nonfinite_s0": int(bad_s0.sum()),
+        "n_excluded_nonfinite_signal": int(bad_signal.sum()),
+    }
+    return indices[keep], signal[keep] / s0[keep, None], s0[keep], b0[keep], excluded
+
+
+def _estimate_subject_noise(subj, b0):
+    """Set ``subj.sigma``, ``snr`` and ``snr_method`` (:func:`helpers.noise.estimate_noise`)."""
+    dti = subj.dti_columns
     est = _noise.estimate_noise(
-        b0, indices, grid,
+        b0, subj.indices, subj.shape,
         attenuation=subj.attenuation[:, dti], bvals=subj.bvals[dti], bvecs=subj.bvecs[dti],
     )
     subj.sigma, subj.snr, subj.snr_method = float(est.sigma), float(est.snr), str(est.method)
-    info["snr_voxels"] = int(est.n_voxels)
+    subj.info["snr_voxels"] = int(est.n_voxels)
+
+
+def _assign_tissue(subj, tissue, tissue_source):
+    """Tissue codes from the ``tissue`` callable, or the approximate DTI segmentation."""
     if tissue is None:
         fit = subj.tensor()
         subj.tissue = _tissue.dti_segmentation(fit.fa, fit.md)
         tissue_source = (
             "approximate: DTI thresholds (FA >= 0.3 WM, MD >= 1.6e-3 mm²/s CSF, else GM) "
-            f"on the {int(dti.sum())} selected volumes with b <= {dti_max_b:g}"
+            f"on the {int(subj.dti_columns.sum())} selected volumes with b <= {subj.dti_max_b:g}"
         )
     else:
-        subj.tissue = np.asarray(tissue(indices, subj.affine, subj.shape), dtype=np.uint8)
+        subj.tissue = np.asarray(tissue(subj.indices, subj.affine, subj.shape), dtype=np.uint8)
+    info = subj.info
     info["tissue_source"] = tissue_source
     info["tissue_counts"] = {name: int((subj.tissue == code).sum()) for name, code in _tissue.CODES.items()}
     return subj

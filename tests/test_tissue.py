@@ -18,8 +18,12 @@ from helpers.tissue import (
 )
 
 
-def test_codes_follow_fsl_fast():
-    assert CODES == {"CSF": 1, "GM": 2, "WM": 3}
+def test_a_fast_seg_map_reads_as_fsl_documents_it():
+    # FSL FAST's _seg map, as its documentation numbers the classes: 1 CSF, 2 GM, 3 WM
+    seg = np.array([0, 1, 2, 3, 3])
+    codes = fast_labels_to_tissue(seg)
+    names = {name: np.flatnonzero(codes == code).tolist() for name, code in CODES.items()}
+    assert names == {"CSF": [1], "GM": [2], "WM": [3, 4]}
 
 
 # FreeSurferColorLUT.txt label -> expected code
