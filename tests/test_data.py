@@ -30,7 +30,6 @@ from helpers.data import (
     load_subject,
     select_shell,
 )
-from helpers.io import atomic_path
 
 
 def _row(subject, voxel):
@@ -221,27 +220,6 @@ def test_subject_save_load_round_trip(hcp, hcp_subject, tmp_path):
 def test_subject_load_missing_folder(tmp_path):
     with pytest.raises(ValueError, match=_match(tmp_path / "nothing" / "subject.npz", "not found")):
         Subject.load(tmp_path / "nothing")
-
-
-def test_atomic_path_keeps_old_file_when_body_raises(tmp_path):
-    target = tmp_path / "map.nii.gz"
-    target.write_bytes(b"old content")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            assert tmp.parent == tmp_path and tmp.name.endswith(".nii.gz") and tmp != target
-            tmp.write_bytes(b"half-written new cont")
-            raise RuntimeError("boom")
-    assert target.read_bytes() == b"old content"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.nii.gz"]
-
-
-def test_atomic_path_replaces_on_success(tmp_path):
-    target = tmp_path / "sub" / "a.txt"
-    with atomic_path(target) as tmp:
-        tmp.write_text("new")
-        assert not target.exists()  # nothing at the final name until the body finishes
-    assert target.read_text() == "new"
-    assert [p.name for p in target.parent.iterdir()] == ["a.txt"]
 
 
 # ----------------------------------------------------------------------------- BIDS
