@@ -1,22 +1,29 @@
 """SynthQA: judge synthetic diffusion MRI data by how well an autoencoder trained on it
 reconstructs a real scan.
 
-Modules, one concern each:
+Modules, one concern each (numerical kernels first; they import only each other and
+:mod:`helpers.contract`, never the configuration or the runner):
 
-- :mod:`helpers.contract`    names and defaults shared by every module (methods, metrics, columns)
-- :mod:`helpers.config`      project paths, dataset configs, profiles (quick, paper)
-- :mod:`helpers.io`          atomic writes (temporary name, then rename)
-- :mod:`helpers.data`        loading real scans into a :class:`~helpers.data.Subject`
-- :mod:`helpers.tissue`      WM/GM/CSF masks: FreeSurfer labels, FSL FAST, DTI thresholds
+- :mod:`helpers.contract`    names and defaults shared by every module (methods, metrics, columns, seeds)
+- :mod:`helpers.tissue`      WM/GM/CSF masks: FreeSurfer labels, FSL FAST, DTI thresholds; erosion
 - :mod:`helpers.dti`         vectorised WLS tensor fit (agrees with dipy's TensorModel)
-- :mod:`helpers.simulation`  the multi-tensor kernel and the four generators
-- :mod:`helpers.autoencoder` the self-adapting denoising autoencoder (Keras 3)
+- :mod:`helpers.noise`       the scan's noise: robust b0-repeat and tensor-residual estimates, noise floor
+- :mod:`helpers.simulation`  the multi-tensor kernel, the four generators, a user's own generator
 - :mod:`helpers.metrics`     signal MAE, FA MAE, angular deviation, error maps
-- :mod:`helpers.stats`       paired tests between methods, Holm correction
+- :mod:`helpers.stats`       tests between methods across subjects or replicates, the verdict
+- :mod:`helpers.realism`     the second judge: classifier two-sample test and distances
+- :mod:`helpers.autoencoder` the denoising autoencoder (Keras 3) and its fast training loop
+- :mod:`helpers.training`    replicate models per method, trained in parallel processes
+- :mod:`helpers.io`          atomic writes (temporary name, then rename)
+- :mod:`helpers.config`      project paths, dataset configs, profiles (quick, paper)
+- :mod:`helpers.data`        loading real scans into a :class:`~helpers.data.Subject`
+- :mod:`helpers.datasets`    fetching the example in-vivo scan, pinned by hash
 - :mod:`helpers.figures`     plotly figures
-- :mod:`helpers.report`      the written reading of the results
+- :mod:`helpers.report`      the verdict-first text of the summary report
 - :mod:`helpers.pipeline`    the notebooks' steps over a subject folder
-- :mod:`helpers.batch`       the papermill batch runner (threads, or Dask via :mod:`helpers.cluster`)
+- :mod:`helpers.render`      shareable HTML reports, index pages; :mod:`helpers.provenance`
+- :mod:`helpers.batch`       the papermill batch runner (:mod:`helpers.console`, :mod:`helpers.results`,
+  Dask via :mod:`helpers.cluster`); :mod:`helpers.cli` is the ``synthqa`` command
 """
 
 import warnings
