@@ -484,7 +484,7 @@ def run_dataset(config_path, *, profile=None, subjects=None, jobs=0, out=None, f
     report = progress or (lambda event: None)
     # absolute paths: notebooks run in the results folders, workers anywhere
     config_path = Path(config_path).resolve()
-    out = Path(out).resolve() if out else None
+    out = Path(out or "results").expanduser().resolve()  # absolute: notebooks and workers run elsewhere
     config = load_config(config_path)
     profile = profile or config.profile
     subjects = _select(config, subjects, strict=True)

@@ -105,8 +105,9 @@ class DatasetConfig:
         return [str(s) for s in self.subjects]
 
     def results_dir(self, out=None):
-        """``<out>/<dataset>`` (``out`` defaults to ``./results``)."""
-        return Path(out or RESULTS_DIR) / self.dataset
+        """``<out>/<dataset>`` as an absolute path (``out`` defaults to ``./results`` of
+        the current directory): notebooks and workers run in other folders."""
+        return Path(out or RESULTS_DIR).expanduser().resolve() / self.dataset
 
     def load_settings(self):
         """Keyword arguments of :func:`helpers.data.load_dwi` that come from this config."""

@@ -44,7 +44,7 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path):
     assert (c.shell, c.shell_tolerance, c.b0_threshold, c.dti_max_b) == ((1000.0,), 100.0, 50.0, 1500.0)
     assert c.snr == "auto" and c.seed == 0 and c.profile == "paper" and c.labels == "fast"
     assert (c.noise, c.min_pool, c.wm_fa_min) == ("global", 20, 0.7)
-    assert c.results_dir() == Path("results") / "d"  # under the current directory
+    assert c.results_dir() == Path.cwd() / "results" / "d"  # under the current directory, made absolute
     assert c.results_dir(tmp_path / "out") == tmp_path / "out" / "d"
 
 
