@@ -196,10 +196,10 @@ def test_hcp_through_config(hcp, tmp_path):
 
 def test_shell_and_tolerance_come_from_the_config(hcp, tmp_path):
     # b=3000 shell (7 directions in the fixture); a tolerance of 5 drops the jittered ones
-    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\n")
+    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\ndti_max_b: 3500\n")
     s = load_subject(load_config(path), "100307")
     np.testing.assert_array_equal(s.bvals, hcp.bvals[hcp.nominal == 3000])
-    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\nshell_tolerance: 5\n")
+    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\nshell_tolerance: 5\ndti_max_b: 3500\n")
     s = load_subject(load_config(path), "100307")
     np.testing.assert_array_equal(s.bvals, hcp.bvals[(hcp.nominal == 3000) & (np.abs(hcp.bvals - 3000) <= 5)])
 
@@ -229,9 +229,10 @@ def test_paths_subjects_must_be_a_mapping(tmp_path):
         load_subject(load_config(path), "s1")
 
 
-@pytest.mark.parametrize("bad", ["atuo", 0, -3, ".inf", "true"])
-def test_bad_snr_setting_is_named(tmp_path, bad):
+@pytest.mark.parametrize("bad, words", [("atuo", "snr must be"), (0, "snr must be"), (-3, "snr must be"),
+                                        (".inf", "snr must be"), ("true", "'snr' has the wrong type")])
+def test_bad_snr_setting_is_named(tmp_path, bad, words):
     p = tmp_path / "c.yaml"
     p.write_text(f"dataset: d\nkind: sample\nsubjects: [a]\nsnr: {bad}\n")
-    with pytest.raises(ValueError, match=rf"{p.name}: snr must be"):
+    with pytest.raises(ValueError, match=rf"{p.name}: {words}"):
         load_config(p)
