@@ -199,9 +199,10 @@ def test_shell_and_tolerance_come_from_the_config(hcp, tmp_path):
     path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\ndti_max_b: 3500\n")
     s = load_subject(load_config(path), "100307")
     np.testing.assert_array_equal(s.bvals, hcp.bvals[hcp.nominal == 3000])
-    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\nshell: 3000\nshell_tolerance: 5\ndti_max_b: 3500\n")
+    path = _write(tmp_path, "dataset: hcp\nkind: hcp\nroot: hcp\nsubjects: [100307]\n"
+                  "shell: [1000, 2000, 3000]\nshell_tolerance: 5\ndti_max_b: 3500\n")
     s = load_subject(load_config(path), "100307")
-    np.testing.assert_array_equal(s.bvals, hcp.bvals[(hcp.nominal == 3000) & (np.abs(hcp.bvals - 3000) <= 5)])
+    np.testing.assert_array_equal(s.bvals, hcp.bvals[(hcp.nominal > 0) & (np.abs(hcp.bvals - hcp.nominal) <= 5)])
 
 
 def test_sample_through_config():
