@@ -126,18 +126,24 @@ def simulate_preview(
 
 
 def judge_realism(subject, methods, *, out_dir=None, **settings):
-    """The second judge (:func:`helpers.realism.realism_table`) for the supported methods;
-    writes ``realism.csv`` in the subject folder when ``out_dir`` is given."""
-    from helpers.realism import realism_table
+    """The second judge (:func:`helpers.realism.realism_table`) for the supported methods.
+
+    Returns the tidy table and the feature sets it was computed from (real voxels and
+    each method's noisy voxels; :func:`helpers.realism.realism_features` turns them into
+    the FA-MD density figure's input). Writes ``realism.csv`` in the subject folder when
+    ``out_dir`` is given.
+    """
+    from helpers.realism import feature_sets, realism_table
 
     supported, _ = supported_methods(
         subject, methods, min_pool=settings.get("min_pool", DEFAULTS["min_pool"]),
         wm_fa_min=settings.get("wm_fa_min", DEFAULTS["wm_fa_min"]),
     )
-    table = realism_table(subject, supported, **settings)
+    sets = feature_sets(subject, supported, **settings)
+    table = realism_table(subject, supported, features=sets, **settings)
     if out_dir is not None:
         save_csv(table, Path(out_dir) / "realism.csv")
-    return table
+    return table, sets
 
 
 def evaluate_subject(subject_dir, *, force=False, batch_size=65536):

@@ -152,9 +152,11 @@ def test_rerun_skips_finished_steps_whatever_the_jobs(sample_run, capsys):
 
 
 @pytest.mark.slow
-def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys):
+def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys, monkeypatch):
     """A 'paths' dataset: the sample again, and a subject whose mask is empty (which only
-    loading the data can find: `check` passes it)."""
+    loading the data can find: `check` passes it). The good subject also runs the
+    documented example of a researcher's own generator (docs/examples/ball_stick.py)
+    through every step, beside Syn."""
     import dipy.data
     import nibabel as nib
 
@@ -163,8 +165,11 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), tmp_path / "empty_mask.nii.gz")
     grad = f"bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}"
     config = tmp_path / "mixed.yaml"
+    examples = PROJECT_ROOT / "docs" / "examples"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(examples), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(examples))
     config.write_text(
-        "dataset: mixed\nkind: paths\nprofile: quick\nsubjects:\n"
+        "dataset: mixed\nkind: paths\nprofile: quick\nmethods: [Syn, 'ball_stick:ball_stick']\nsubjects:\n"
         f"  good: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: all}}\n"
         f"  empty: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: empty_mask.nii.gz}}\n"
     )
@@ -177,6 +182,11 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys):
     assert "mixed/empty: 01_load_data failed: ValueError" in err and "empty_mask.nii.gz" in err
     metrics = pd.read_csv(out / "mixed" / "summary" / "metrics.csv", dtype={"subject": str})
     assert set(metrics["subject"]) == {"good"}
+    # the plugin went through training, evaluation and the statistics under its function's name
+    assert set(metrics["method"]) == {"Syn", "ball_stick"} and set(metrics["replicate"]) == {0, 1}
+    assert (out / "mixed" / "good" / "models" / "ball_stick" / "r1.keras").is_file()
+    stats = pd.read_csv(out / "mixed" / "summary" / "stats.csv")
+    assert {("Syn", "ball_stick")} == set(zip(stats["method_a"], stats["method_b"]))
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def test_local_cluster_runs_both_subjects_and_reports_the_broken_one(tmp_path, c
     grad = f"bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}"
     config = tmp_path / "two.yaml"
     config.write_text(
-        "dataset: two\nkind: paths\nprofile: quick\nsubjects:\n"
+        "dataset: two\nkind: paths\nprofile: quick\nmethods: [Syn, RandomWM]\nsubjects:\n"
         f"  whole: {{dwi: {dwi}, {grad}, mask: all}}\n"
         f"  half: {{dwi: {dwi}, {grad}, mask: half_mask.nii.gz}}\n"
         f"  broken: {{dwi: {dwi}, {grad}, mask: empty_mask.nii.gz}}\n"
