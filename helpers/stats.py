@@ -340,19 +340,14 @@ def compare_methods(metrics, *, tissue="all", alpha=0.05):
     table, order = _check_metrics(metrics, tissue)
 
     rows = []
-    for dataset in pd.unique(table["dataset"]):
-        in_dataset = table[table["dataset"] == dataset]
-        level = "subject" if in_dataset["subject"].nunique() >= MIN_SUBJECTS else "replicate"
-        for metric in _metric_order(in_dataset["metric"]):
-            values = in_dataset[(in_dataset["metric"] == metric) & in_dataset["value"].notna()]
-            present = [m for m in order if m in set(values["method"])]
-            base = {"dataset": dataset, "metric": metric, "tissue": tissue, "level": level}
-            pairs = list(itertools.combinations(present, 2))
-            if level == "subject":
-                means = _subject_means(values, present)
-                rows += _subject_rows(means, pairs, base)
-            else:
-                rows += _replicate_rows(values, pairs, base)
+    for dataset, metric, level, values, present in _metric_groups(table, order):
+        base = {"dataset": dataset, "metric": metric, "tissue": tissue, "level": level}
+        pairs = list(itertools.combinations(present, 2))
+        if level == "subject":
+            means = _subject_means(values, present)
+            rows += _subject_rows(means, pairs, base)
+        else:
+            rows += _replicate_rows(values, pairs, base)
 
     out = pd.DataFrame(rows, columns=list(STATS_COLUMNS))
     if out.empty:
@@ -476,6 +471,17 @@ def _welch_ci(x, y):
         return (np.nan, np.nan), "each method's values are constant: zero variance, no interval"
     ci = _sps.ttest_ind(x, y, equal_var=False).confidence_interval(CONFIDENCE)
     return (float(ci.low), float(ci.high)), ""
+
+
+def _metric_groups(table, order):
+    """(dataset, metric, level, finite rows, methods present in ``order``) per family;
+    the level is "subject" with at least :data:`MIN_SUBJECTS` subjects, else "replicate"."""
+    for dataset in pd.unique(table["dataset"]):
+        in_dataset = table[table["dataset"] == dataset]
+        level = "subject" if in_dataset["subject"].nunique() >= MIN_SUBJECTS else "replicate"
+        for metric in _metric_order(in_dataset["metric"]):
+            values = in_dataset[(in_dataset["metric"] == metric) & in_dataset["value"].notna()]
+            yield dataset, metric, level, values, [m for m in order if m in set(values["method"])]
 
 
 def _metric_order(metric_column):
@@ -613,21 +619,16 @@ def verdict(metrics, *, floors=None, exclude=None, tissue="all"):
         table, n_excluded = _exclude(table, exclude)
 
     rows = []
-    for dataset in pd.unique(table["dataset"]):
-        in_dataset = table[table["dataset"] == dataset]
-        level = "subject" if in_dataset["subject"].nunique() >= MIN_SUBJECTS else "replicate"
-        for metric in _metric_order(in_dataset["metric"]):
-            values = in_dataset[(in_dataset["metric"] == metric) & in_dataset["value"].notna()]
-            present = [m for m in order if m in set(values["method"])]
-            row = _verdict_row(values, present, level)
-            floor = floors.get(dataset, np.nan) if metric == "signal_mae" else np.nan
-            note = row.pop("note")
-            notes = [note] if note else []
-            if n_excluded.get(dataset):
-                notes.append(f"{n_excluded[dataset]} excluded model(s) left out")
-            rows.append({"dataset": dataset, "metric": metric, **row, "floor": floor,
-                         "ratio_to_floor": row["best_mean"] / floor,
-                         "note": "; ".join(notes)})
+    for dataset, metric, level, values, present in _metric_groups(table, order):
+        row = _verdict_row(values, present, level)
+        floor = floors.get(dataset, np.nan) if metric == "signal_mae" else np.nan
+        note = row.pop("note")
+        notes = [note] if note else []
+        if n_excluded.get(dataset):
+            notes.append(f"{n_excluded[dataset]} excluded model(s) left out")
+        rows.append({"dataset": dataset, "metric": metric, **row, "floor": floor,
+                     "ratio_to_floor": row["best_mean"] / floor,
+                     "note": "; ".join(notes)})
     out = pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
     for col in ("n_units", "rank_held", "rank_n"):
         out[col] = out[col].astype(int)
