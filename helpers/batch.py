@@ -592,6 +592,14 @@ def _final_summary(outcome, console, seconds, *, profiles=None):
     return 1 if failures else 0
 
 
+def _print_problems(console, problems, header):
+    """The input problems found by :func:`check_inputs`, one indented block each, after
+    ``header`` (``{}`` becomes "N problem(s)")."""
+    console.print(header.format(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"), error=True)
+    for p in problems:
+        console.print("  " + p.replace("\n", "\n  "), error=True)
+
+
 def run_command(args, *, console=None):
     """``synthqa run``: check, run, print the verdicts. Returns the exit status."""
     from helpers import __version__
@@ -602,9 +610,7 @@ def run_command(args, *, console=None):
     try:
         plan, problems, _ = check_inputs(args.configs, profile=args.profile, subjects=args.subjects)
         if problems:
-            console.print(f"Nothing ran: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the inputs", error=True)
-            for p in problems:
-                console.print("  " + p.replace("\n", "\n  "), error=True)
+            _print_problems(console, problems, "Nothing ran: {} in the inputs")
             return 2
         n = sum(len(ids) for _, ids, _ in plan)
         console.print(f"SynthQA {__version__}: {len(plan)} dataset{'s' if len(plan) != 1 else ''}, {n} subject{'s' if n != 1 else ''}, inputs checked in {duration(time.perf_counter() - t0)}")
@@ -625,9 +631,7 @@ def check_command(args, *, console=None):
     console = console or Console(live=False)
     plan, problems, notes = check_inputs(args.configs, profile=args.profile, subjects=args.subjects)
     if problems:
-        console.print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}:", error=True)
-        for p in problems:
-            console.print("  " + p.replace("\n", "\n  "), error=True)
+        _print_problems(console, problems, "{}:")
         return 2
     for note in notes:
         console.print(f"  {note}")

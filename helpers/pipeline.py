@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from helpers.contract import COLUMNS, DEFAULTS, METRICS, check_methods, method_name, replicate_seeds
@@ -345,14 +344,6 @@ def replicate_table(metrics, *, tissue="all"):
             row[metric] = f"{v.mean():.4g} ± {v.std(ddof=1):.2g}" if len(v) > 1 else (f"{v[0]:.4g}" if len(v) else "")
         rows[(dataset, method)] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "method"])
-
-
-def voxel_sample(values, n, seed):
-    """At most ``n`` rows of ``values``, drawn without replacement (for figures)."""
-    values = np.asarray(values)
-    if len(values) <= n:
-        return values
-    return values[np.sort(np.random.default_rng(seed).choice(len(values), size=n, replace=False))]
 
 
 def verdict_text(results, summary):
