@@ -9,7 +9,8 @@ Before anything runs, every config and every subject's input files are checked
 file stops the run in seconds, before a notebook starts.
 
 Per subject, notebooks 01-03 run under papermill into ``<out>/<dataset>/<subject>/``,
-then the evaluation (:func:`helpers.pipeline.evaluate_subject`); then notebook 04 into
+then the evaluation (:func:`helpers.pipeline.evaluate_subject`) and the judges with their
+known-answer check (:func:`helpers.pipeline.judge_subject`); then notebook 04 into
 ``<out>/<dataset>/summary/``. Several configs: each dataset gets its own summary, and
 ``<out>/summary/`` compares them all (one figure panel per dataset). Subjects run one
 after another; ``--jobs`` is the number of worker processes training the models inside a
@@ -31,7 +32,7 @@ progress bars, loading the dataset folder's single ``plotly.min.js``
 results folder says what produced it (:mod:`helpers.provenance`).
 
 Fault injection, for tests: ``SYNTHQA_FAIL_AT=[SUBJECT/]STEP[:kill]`` makes the runner
-fail when it reaches STEP (``01_load_data`` ... ``evaluate``, ``04_results``) with an
+fail when it reaches STEP (``01_load_data`` ... ``evaluate``, ``known_answers``, ``04_results``) with an
 :class:`InjectedFault`, or, with ``:kill``, kill its own process with SIGKILL right after
 the step's temporary output file was created, exactly as an interrupted run would.
 """
@@ -73,6 +74,8 @@ __all__ = [
 
 SUBJECT_NOTEBOOKS = ("01_load_data", "02_simulate", "03_train_autoencoder")
 EVALUATE = "evaluate"
+KNOWN_ANSWERS = "known_answers"
+_STEP_FUNCTIONS = {EVALUATE: "evaluate_subject", KNOWN_ANSWERS: "judge_subject"}
 SUMMARY_NOTEBOOK = "04_results"
 FAIL_AT = "SYNTHQA_FAIL_AT"
 
@@ -243,10 +246,10 @@ class StepError(RuntimeError):
 
 _EVALUATE = """\
 import sys
-from helpers.pipeline import evaluate_subject
+from helpers import pipeline
 from helpers.results import error_line
 try:
-    evaluate_subject(sys.argv[1], force=sys.argv[2] == "1")
+    getattr(pipeline, sys.argv[4])(sys.argv[1], force=sys.argv[2] == "1")
 except Exception as e:
     import traceback
     traceback.print_exc()
@@ -256,11 +259,13 @@ except Exception as e:
 """
 
 
-def evaluate(subject_dir, *, force=False):
-    """:func:`helpers.pipeline.evaluate_subject` in a process of its own.
+def evaluate(subject_dir, *, force=False, step=EVALUATE):
+    """:func:`helpers.pipeline.evaluate_subject` (``step="evaluate"``) or
+    :func:`helpers.pipeline.judge_subject` (``step="known_answers"``: every judge on the
+    real scan and the known-answer check) in a process of its own.
 
     Like the notebooks' kernels, it runs with :data:`KERNEL_ENV` and writes TensorFlow's
-    start-up lines and warnings to ``logs/evaluate.log``, not the console; and the
+    start-up lines and warnings to ``logs/<step>.log``, not the console; and the
     runner's memory does not grow with each subject's models. Returns "ran".
     """
     import subprocess
@@ -269,7 +274,7 @@ def evaluate(subject_dir, *, force=False):
     import helpers
 
     subject_dir = Path(subject_dir)
-    log = subject_dir / "logs" / f"{EVALUATE}.log"
+    log = subject_dir / "logs" / f"{step}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     package_root = str(Path(helpers.__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -278,7 +283,7 @@ def evaluate(subject_dir, *, force=False):
         error = Path(tmp) / "error.txt"
         with open(log, "wb") as out:
             done = subprocess.run(
-                [sys.executable, "-c", _EVALUATE, str(subject_dir), "1" if force else "0", str(error)],
+                [sys.executable, "-c", _EVALUATE, str(subject_dir), "1" if force else "0", str(error), _STEP_FUNCTIONS[step]],
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=subject_dir, check=False,
             )
         if done.returncode != 0:
@@ -308,12 +313,12 @@ def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, prog
     step = "provenance"
     try:
         write_provenance(subject_dir, config=config, profile=load_profile(profile), subject=subject, command=command)
-        for step in (*SUBJECT_NOTEBOOKS, EVALUATE):
+        for step in (*SUBJECT_NOTEBOOKS, EVALUATE, KNOWN_ANSWERS):
             report({"event": "step", "step": step, **where})
             t = time.perf_counter()
-            if step == EVALUATE:
+            if step in _STEP_FUNCTIONS:
                 inject_fault(step, subject)
-                status = evaluate(subject_dir, force=force)
+                status = evaluate(subject_dir, force=force, step=step)
             else:
                 status = run_notebook(step, subject_dir, params[step], force=force, subject=subject)
                 force = force or status == "ran"  # later steps depend on this one's output
@@ -340,7 +345,8 @@ def run_summary(results_dirs, out_dir, *, subjects=(), config=None, profile=None
     dataset = config.dataset if config is not None else "all datasets"
     result = SubjectResult(subject="summary", dataset=dataset)
     params = {"results_dirs": [str(d) for d in results_dirs], "subjects": [str(s) for s in subjects], "out_dir": str(out_dir)}
-    metrics = [p for d in map(Path, results_dirs) for p in d.glob("*/metrics/metrics.csv")]
+    metrics = [p for d in map(Path, results_dirs) for pattern in ("*/metrics/metrics.csv", "*/judges/check.json")
+               for p in d.glob(pattern)]
     force = force or _newest(metrics) > _newest([out_dir / f"{SUMMARY_NOTEBOOK}.ipynb"])
     where = dict(dataset=dataset, subject="summary", subject_dir=str(out_dir), index=1, total=1)
     try:

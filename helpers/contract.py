@@ -32,6 +32,10 @@ __all__ = [
     "parse_shell",
     "parse_noise",
     "replicate_seeds",
+    "JUDGE_OF",
+    "JUDGE_LABELS",
+    "SEED_PURPOSES",
+    "judge_seed",
 ]
 
 METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
@@ -47,8 +51,30 @@ METRIC_LABELS = {
     "signal_mae": "signal MAE (attenuation)",
     "fa_mae": "FA MAE",
     "angle_deg": "angular deviation (degrees)",
+    "c2st_accuracy": "classifier two-sample accuracy (0.5 = indistinguishable)",
+    "code_mmd": "MMD² of bottleneck codes, scan vs the generator's own held-out data",
+    "error_w1": "Wasserstein-1 of per-voxel error, scan vs the generator's own held-out data",
 }
-"""Axis labels of the metrics."""
+"""Axis labels of the metrics (the reconstruction metrics and the other judges' scores)."""
+
+JUDGE_OF = {
+    "signal_mae": "reconstruction",
+    "fa_mae": "reconstruction",
+    "angle_deg": "reconstruction",
+    "c2st_accuracy": "two_sample",
+    "code_mmd": "code_distance",
+    "error_w1": "error_match",
+}
+"""The judge each score belongs to (:mod:`helpers.judges`); lower is closer for all of them."""
+
+JUDGE_LABELS = {
+    "reconstruction": "denoiser-training error (the method paper's reconstruction error)",
+    "two_sample": "two-sample classifier",
+    "code_distance": "bottleneck-code distance",
+    "error_match": "error-distribution match",
+}
+"""What each judge is called in reports: the reconstruction error ranks which generator's
+data trains the better denoiser for the scan, not which generator is closest to it."""
 
 TISSUES = ("WM", "GM", "CSF")
 """Tissue classes, as rows of the tables (besides "all")."""
@@ -74,6 +100,7 @@ DEFAULTS = {
     "min_pool": 20,  # eroded tissue pools below this fall back to uneroded; below it even then: "tiny"
     "wm_fa_min": 0.7,  # WM voxels above this FA feed the sampled WM pool
     "collapse_ratio": 2.0,  # a model whose val loss exceeds this x its method's median collapsed
+    "judge_voxels": 2000,  # voxels per judge set and per two-sample classifier (helpers.judges)
 }
 """Every tunable default of the method, in one place."""
 
@@ -226,3 +253,27 @@ def _seed_int(entropy):
     import numpy as np
 
     return np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF
+
+
+SEED_PURPOSES = {"simulation": 0, "judge_set": 2, "pseudo_scan": 3, "separability": 4, "noise_check": 5}
+"""Last entropy word of every seed derived from (seed, method, replicate): training sets use
+0 (and 1, through :func:`replicate_seeds`, for the network's weights); the judges' held-out
+sets, the known-answer pseudo-scans and their checks use the others, so no judge ever sees
+a voxel a model was trained on."""
+
+
+def judge_seed(seed, method, replicate, purpose):
+    """The seed of a judge's synthetic set or a known-answer pseudo-scan.
+
+    ``[seed, crc32(name), replicate, SEED_PURPOSES[purpose]]``: disjoint from every
+    training seed (:func:`replicate_seeds` uses the purpose words 0 and 1).
+
+    Examples
+    --------
+    >>> judge_seed(0, "Syn", 1, "pseudo_scan")
+    [0, 3310143259, 1, 3]
+    """
+    if purpose not in SEED_PURPOSES or purpose == "simulation":
+        raise ValueError(f"purpose must be one of {[p for p in SEED_PURPOSES if p != 'simulation']}, got {purpose!r}")
+    sim, _ = replicate_seeds(seed, method, replicate)
+    return sim[:3] + [SEED_PURPOSES[purpose]]

@@ -41,7 +41,7 @@ from helpers.tissue import CODES
 
 __all__ = [
     "METHOD_COLORS", "PLUGIN_COLORS", "REAL_COLOR", "TISSUE_COLORS", "TISSUE_LABELS",
-    "METRIC_LABELS", "method_colors",
+    "METRIC_LABELS", "method_colors", "confusion_figure",
     "metric_figure", "signal_mae_figure", "angle_figure", "fa_mae_figure", "tissue_figure",
     "diagnostics_figure", "training_curves_figure", "density_figure", "error_map_figure",
     "slices_figure", "tissue_overlay_figure", "histogram_by_group_figure",
@@ -345,6 +345,65 @@ def tissue_figure(metrics, metric="signal_mae", *, tissues=TISSUES):
     fig.update_yaxes(title_text=label, row=1, col=1)
     fig.update_layout(boxmode="group", template=_TEMPLATE, title=f"{label} per tissue")
     return fig
+
+
+def confusion_figure(confusion, *, dataset=None, title=None):
+    """Truth x judged heat maps, one panel per judge metric: the known-answer check.
+
+    Parameters
+    ----------
+    confusion : pandas.DataFrame
+        :func:`helpers.judges.confusion_table` (``dataset, judge, metric, truth, method,
+        first, n``).
+    dataset : str, optional
+        Draw only this dataset (default: every dataset, its panels titled with its name).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One panel per (dataset, judge metric). Rows: the generator that made the
+        pseudo-scan; columns: the generator judged; colour and text: the share (and count)
+        of replicates in which it ranked first. A judge that names the truth has a bright
+        diagonal.
+    """
+    check_table(confusion, ("dataset", "metric", "truth", "method", "first", "n"), "confusion")
+    if not len(confusion):
+        raise ValueError("confusion has no rows: no known-answer check ran")
+    c = confusion if dataset is None else confusion[confusion["dataset"] == dataset]
+    panels = list(dict.fromkeys(zip(c["dataset"], c["metric"])))
+    several = c["dataset"].nunique() > 1
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    titles = [(f"{d}: " if several else "") + _judge_panel_title(m) for d, m in panels]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.09,
+                        vertical_spacing=min(0.2, 0.5 / rows))
+    for i, (ds, metric) in enumerate(panels):
+        m = c[(c["dataset"] == ds) & (c["metric"] == metric)]
+        names = list(pd.unique(m["truth"]))
+        first = m.pivot_table(index="truth", columns="method", values="first", aggfunc="sum").reindex(index=names, columns=names)
+        n = m.pivot_table(index="truth", columns="method", values="n", aggfunc="max").reindex(index=names, columns=names)
+        share = (first / n).to_numpy(float)
+        text = [[f"{int(f)}/{int(k)}" if np.isfinite(f) and np.isfinite(k) else "" for f, k in zip(fr, kr)]
+                for fr, kr in zip(first.to_numpy(float), n.to_numpy(float))]
+        fig.add_trace(go.Heatmap(
+            z=share, x=names, y=names, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+            colorscale="Blues", showscale=i == 0, colorbar=dict(title="ranked first"),
+            hovertemplate="made by %{y}<br>judged %{x}: first in %{text}<extra>" + metric + "</extra>",
+        ), row=i // cols + 1, col=i % cols + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="generator judged")
+    fig.update_yaxes(title_text="made the pseudo-scan", col=1)
+    fig.update_layout(template=_TEMPLATE, height=340 * rows + 80,
+                      title=title or "Known answers: which generator each judge ranked first on each pseudo-scan")
+    return fig
+
+
+def _judge_panel_title(metric):
+    from helpers.contract import JUDGE_LABELS, JUDGE_OF
+
+    judge = JUDGE_OF.get(metric, metric)
+    label = JUDGE_LABELS.get(judge, judge).split(" (")[0]
+    return f"{label}: {METRIC_LABELS.get(metric, metric).split(' (')[0]}" if judge == "reconstruction" else label
 
 
 def diagnostics_figure(diagnostics, *, title="Final validation loss per model"):

@@ -29,6 +29,7 @@ __all__ = [
     "simulate_preview",
     "judge_realism",
     "evaluate_subject",
+    "judge_subject",
     "find_subjects",
     "collect_results",
     "summarise_results",
@@ -161,20 +162,12 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     """
     from helpers.data import Subject
     from helpers.metrics import evaluate, mean_errors, write_error_maps
-    from helpers.training import model_path
 
     subject_dir = Path(subject_dir)
     out = subject_dir / "metrics"
     table_path = out / "metrics.csv"
     trained = subject_dir / "models" / "training.json"
-    if not trained.is_file():
-        raise ValueError(f"{trained}: no trained models; run notebook 03 for this subject first")
-    training = load_json(trained)
-    names = [method_name(m) for m in training["methods"]]
-    models = {(n, r): model_path(subject_dir, n, r) for n in names for r in range(int(training["replicates"]))}
-    for (n, r), p in models.items():
-        if not p.is_file():
-            raise ValueError(f"{p}: model {n} replicate {r} is missing; rerun notebook 03 for this subject")
+    _, models = _trained_models(subject_dir)
     newest = max([p.stat().st_mtime for p in models.values()] + [trained.stat().st_mtime, (subject_dir / "subject.npz").stat().st_mtime])
     if not force and table_path.is_file() and table_path.stat().st_mtime >= newest:
         return read_table(table_path)
@@ -196,6 +189,81 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     )
     save_csv(table, table_path)  # last: its presence marks the evaluation as complete
     return table
+
+
+JUDGE_TABLES = ("judges", "known_answer", "known_answer_scores", "mixtures", "separability", "noise_check", "validation")
+"""Tables :func:`judge_subject` writes in ``judges/`` (CSV), with ``check.json`` last."""
+
+
+def judge_subject(subject_dir, *, force=False, n_judge=DEFAULTS["judge_voxels"], progress=None):
+    """Every judge on the real scan and the known-answer check (:mod:`helpers.judges`).
+
+    Reads the subject and every trained model; writes ``judges/<table>.csv`` for each of
+    :data:`JUDGE_TABLES` and ``judges/check.json`` (settings, seconds per stage), which
+    marks the step complete. Skips the work when ``check.json`` is newer than the models,
+    unless ``force``.
+
+    Returns
+    -------
+    dict
+        Table name -> DataFrame (read back when skipped).
+    """
+    from helpers.autoencoder import load_model
+    from helpers.data import Subject
+    from helpers.judges import JudgePanel, known_answer_check
+
+    subject_dir = Path(subject_dir)
+    out = subject_dir / "judges"
+    done = out / "check.json"
+    training, paths = _trained_models(subject_dir)
+    newest = max([p.stat().st_mtime for p in paths.values()] + [(subject_dir / "models" / "training.json").stat().st_mtime])
+    if not force and done.is_file() and done.stat().st_mtime >= newest:
+        return {name: read_table(out / f"{name}.csv") for name in JUDGE_TABLES}
+    started = time.perf_counter()
+    subject = Subject.load(subject_dir)
+    ds, sid = subject_dir.parent.name, subject_dir.name
+    subject.info.update(dataset=ds, subject=sid)
+    specs = {method_name(m): m for m in training["methods"]}
+    models = {key: load_model(p) for key, p in paths.items()}
+    panel = JudgePanel(subject, models, specs, seed=int(training["seed"]), snr=training["snr"],
+                       min_pool=training["min_pool"], wm_fa_min=training["wm_fa_min"], n_judge=n_judge)
+    t_panel = time.perf_counter() - started
+    result = known_answer_check(panel, dataset=ds, subject=sid, progress=progress)
+    tables = {name: getattr(result, {"known_answer": "known", "known_answer_scores": "scores", "noise_check": "noise"}.get(name, name))
+              for name in JUDGE_TABLES}
+    if done.exists():
+        done.unlink()
+    for name, frame in tables.items():
+        save_csv(frame, out / f"{name}.csv")
+    save_json(
+        {
+            "n_judge": panel.n_judge,
+            "judge_set_noise": "per_voxel",
+            "pseudo_scan_noise": "per_voxel",
+            "models": len(models),
+            "seconds": {"judge sets": round(t_panel, 2), **{k: round(v, 2) for k, v in result.seconds.items()},
+                        "total": round(time.perf_counter() - started, 2)},
+            "training_seconds": training.get("seconds"),
+        },
+        done,
+    )
+    return tables
+
+
+def _trained_models(subject_dir):
+    """(training.json, {(name, replicate): model path}), checking every model is there."""
+    from helpers.training import model_path
+
+    trained = subject_dir / "models" / "training.json"
+    if not trained.is_file():
+        raise ValueError(f"{trained}: no trained models; run notebook 03 for this subject first")
+    training = load_json(trained)
+    names = [method_name(m) for m in training["methods"]]
+    paths = {(n, r): model_path(subject_dir, n, r) for n in names for r in range(int(training["replicates"]))}
+    for (n, r), p in paths.items():
+        if not p.is_file():
+            raise ValueError(f"{p}: model {n} replicate {r} is missing; rerun notebook 03 for this subject")
+    return training, paths
 
 
 class _Reconstruction:
@@ -248,9 +316,12 @@ def collect_results(results_dirs, *, subjects=None):
 
     dirs = [d for r in results_dirs for d in find_subjects(r, subjects if len(results_dirs) == 1 else None)]
     metrics, diagnostics, realism, skipped, noise, info = [], [], [], [], [], []
+    judged = {name: [] for name in JUDGE_TABLES}
     for d in dirs:
         ds, sid = d.parent.name, d.name
         metrics.append(evaluate_subject(d))
+        for name, frame in judge_subject(d).items():
+            judged[name].append(frame)
         diagnostics.append(load_diagnostics(d))
         if (d / "realism.csv").is_file():
             realism.append(read_table(d / "realism.csv"))
@@ -277,6 +348,7 @@ def collect_results(results_dirs, *, subjects=None):
         "metrics": _concat(metrics),
         "diagnostics": _concat(diagnostics),
         "realism": _concat(realism),
+        **{name: _concat(frames, columns=frames[0].columns if frames else None) for name, frames in judged.items()},
         "skipped": pd.DataFrame(skipped, columns=["dataset", "subject", "method", "reason"]).drop_duplicates(),
         "noise": noise,
         "subjects": pd.DataFrame(info),
@@ -286,10 +358,10 @@ def collect_results(results_dirs, *, subjects=None):
     }
 
 
-def _concat(frames):
+def _concat(frames, columns=None):
     frames = [f for f in frames if f is not None and len(f)]
     if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
+        return pd.DataFrame(columns=list(COLUMNS if columns is None else columns))
     out = pd.concat(frames, ignore_index=True)
     out["subject"] = out["subject"].astype(str)
     return out
@@ -307,29 +379,70 @@ def summarise_results(results, out_dir=None):
     from helpers.stats import collapsed_models, compare_methods, rank_counts, verdict
 
     metrics = results["metrics"]
+    # every judge's scores on the real scans: the reconstruction metrics and the others
+    scores = _concat([metrics, results.get("judges")])
+    validation = results.get("validation")
     collapsed = collapsed_models(results["diagnostics"]) if len(results["diagnostics"]) else None
     out = {
-        "stats": compare_methods(metrics),
-        "verdict": verdict(metrics, floors=results["floors"]),
+        "stats": compare_methods(scores),
+        "verdict": with_validation(verdict(scores, floors=results["floors"]), validation),
         "verdict_without_collapsed": None,
-        "rank_counts": rank_counts(metrics),
+        "rank_counts": rank_counts(scores),
         "collapsed": collapsed,
         "agreement": None,
     }
     if collapsed is not None and len(collapsed):
-        out["verdict_without_collapsed"] = verdict(metrics, floors=results["floors"], exclude=collapsed)
-    if len(results["realism"]):
+        out["verdict_without_collapsed"] = with_validation(
+            verdict(scores, floors=results["floors"], exclude=collapsed), validation)
+    two_sample = results.get("judges")
+    if two_sample is not None and len(two_sample):
         from helpers.realism import judges_agree
 
-        out["agreement"] = judges_agree(metrics, results["realism"])
+        out["agreement"] = judges_agree(metrics, two_sample)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        for name in ("metrics", "diagnostics", "realism", "skipped", "noise"):
-            save_csv(results[name], out_dir / f"{name}.csv")
+        for name in ("metrics", "diagnostics", "realism", "skipped", "noise", *JUDGE_TABLES):
+            if name in results:
+                save_csv(results[name], out_dir / f"{name}.csv")
         for name in ("stats", "verdict", "rank_counts", "agreement"):
             if out[name] is not None:
                 save_csv(out[name], out_dir / f"{name}.csv")
     return out
+
+
+def with_validation(verdict, validation):
+    """The verdict with the columns ``judge``, ``validated`` and ``known_answer``, validated
+    judges first.
+
+    A judge metric is validated on a dataset when the known-answer check validated it on
+    every subject of the dataset (:func:`helpers.judges.validate`); ``known_answer`` says
+    in how many known-answer cases it named the true generator, summed over subjects.
+    Without a validation table (no check ran) nothing is validated.
+    """
+    from helpers.contract import JUDGE_OF
+    from helpers.judges import known_answer_sentence
+
+    out = verdict.copy()
+    out.insert(2, "judge", [JUDGE_OF.get(m, m) for m in out["metric"]])
+    validated, sentences = [], []
+    for ds, metric in zip(out["dataset"], out["metric"]):
+        rows = pd.DataFrame() if validation is None or not len(validation) else validation[
+            (validation["dataset"].astype(str) == str(ds)) & (validation["metric"] == metric)]
+        if len(rows):
+            validated.append(bool(rows["validated"].astype(bool).all()))
+            totals = rows[["named", "acceptable", "cases", "mixtures_ok", "mixtures"]].sum()
+            sentence = known_answer_sentence(totals)
+            if len(rows) > 1:
+                sentence = sentence.replace("on this scan", f"over {len(rows)} subjects")
+            sentences.append(sentence)
+        else:
+            validated.append(False)
+            sentences.append("no known-answer check")
+    out.insert(3, "validated", validated)
+    out["known_answer"] = sentences
+    first = {d: i for i, d in enumerate(pd.unique(out["dataset"]))}
+    keys = out.assign(_d=out["dataset"].map(first), _v=~out["validated"].astype(bool))
+    return keys.sort_values(["_d", "_v"], kind="stable").drop(columns=["_d", "_v"]).reset_index(drop=True)
 
 
 def replicate_table(metrics, *, tissue="all"):

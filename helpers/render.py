@@ -227,21 +227,36 @@ def _number(value, digits=3):
 def verdict_lines(path):
     """One sentence per (dataset, metric) of a ``verdict.csv``; [] when it is absent.
 
-    Example: ``sample · signal MAE (attenuation): Sampled closest, 0.0012 below Syn
-    (95% CI 0.0003 to 0.0021), best in 4/5 replicates; 1.02x the noise floor``.
+    Example: ``sample · two-sample classifier [validated]: Sampled closest, 0.0012 below
+    Syn (95% CI 0.0003 to 0.0021), best in 4/5 replicates``. A margin whose interval
+    includes 0 reads ``Sampled ≈ SampleAndMean (cannot be told apart)``; a judge that failed
+    the known-answer check says so and what it scored there, and its best is "lowest",
+    never "closest".
     """
     import pandas as pd
 
     from helpers.contract import METRIC_LABELS
 
+    from helpers.report import judge_title, told_apart
+
     path = Path(path)
     if not path.is_file():
         return []
     table = pd.read_csv(path)
+    judged = "validated" in table.columns
     lines = []
     for row in table.to_dict("records"):
-        metric = METRIC_LABELS.get(row.get("metric"), row.get("metric"))
-        text = f"{row.get('dataset', '')} · {metric}: {row.get('best')} closest"
+        if judged:
+            ok = bool(row["validated"])
+            status = "validated" if ok else f"not validated: {row.get('known_answer', '')}"
+            text = f"{row.get('dataset', '')} · {judge_title(row)} [{status}]: "
+        else:
+            ok = True
+            text = f"{row.get('dataset', '')} · {METRIC_LABELS.get(row.get('metric'), row.get('metric'))}: "
+        if told_apart(row):
+            text += f"{row.get('best')} {'closest' if ok else 'lowest'}"
+        else:
+            text += f"{row.get('best')} ≈ {row.get('runner_up')} (cannot be told apart)"
         margin = _number(row.get("margin"))
         if margin is not None and isinstance(row.get("runner_up"), str):
             text += f", {margin} below {row['runner_up']}"

@@ -22,7 +22,8 @@ import pandas as pd
 from helpers.contract import DEFAULTS, METRIC_LABELS, method_name
 from helpers.stats import MIN_SUBJECTS, check_table
 
-__all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name",
+__all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
+           "told_apart", "judge_title",
            "VERDICT_COLUMNS", "STATS_COLUMNS"]
 
 VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
@@ -105,12 +106,17 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
         lines += [f"Profile: **{name}**.", ""]
     datasets = list(pd.unique(verdict["dataset"]))
     agreement = _agreement(realism_agreement, datasets)
+    judged = "validated" in verdict.columns
     for dataset in datasets:
         n = _n_for(n_subjects, dataset)
         lines.append(f"### {dataset}: {n} subject{'s' if n != 1 else ''}")
         lines.append("")
-        for row in verdict[verdict["dataset"] == dataset].itertuples(index=False):
-            lines.append(f"- {_verdict_line(row)} {_how_sure(row)}")
+        rows = verdict[verdict["dataset"] == dataset]
+        if judged:
+            lines += _judged_lines(rows)
+        else:
+            for row in rows.itertuples(index=False):
+                lines.append(f"- {_verdict_line(row)} {_how_sure(row)}")
         if dataset in agreement:
             lines.append(f"- Second judge (two-sample test): {agreement[dataset]}")
         lines.append("")
@@ -194,13 +200,79 @@ def _num(x, metric):
     return f"{float(x):.1f}" if metric == "angle_deg" else f"{float(x):.3g}"
 
 
+
 def _unit(metric):
     return "°" if metric == "angle_deg" else ""
 
 
-def _verdict_line(r):
+def told_apart(row):
+    """Whether a verdict row's margin interval excludes 0 (the best is lower than the
+    runner-up with 95% confidence). No interval, or one that includes 0: not told apart."""
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    runner = get("runner_up")
+    if not (isinstance(runner, str) and runner):
+        return True  # a single generator: nothing to tell apart from
+    return _finite(get("ci_low")) and float(get("ci_low")) > 0
+
+
+def verdict_head(row, *, validated=True):
+    """The verdict's claim: ``Closest: X`` (validated judge, interval excludes 0),
+    ``Lowest: X`` (a judge that is not validated), or ``X ≈ Y`` where the interval of the
+    margin includes 0 (or there is none): then the two cannot be told apart, and no line
+    says one is closest.
+
+    >>> verdict_head({"best": "Sampled", "runner_up": "SampleAndMean", "ci_low": -0.01})
+    'Sampled ≈ SampleAndMean'
+    >>> verdict_head({"best": "Sampled", "runner_up": "Syn", "ci_low": 0.002})
+    'Closest: Sampled'
+    """
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    if not told_apart(row):
+        return f"{get('best')} ≈ {get('runner_up')}"
+    return f"{'Closest' if validated else 'Lowest'}: {get('best')}"
+
+
+def judge_title(row):
+    """A verdict row's judge and metric in prose, e.g. ``two-sample classifier`` or
+    ``denoiser-training error (the method paper's reconstruction error), signal MAE``."""
+    from helpers.contract import JUDGE_LABELS, JUDGE_OF
+
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    metric = get("metric")
+    judge = get("judge") if isinstance(get("judge"), str) else JUDGE_OF.get(metric, metric)
+    label = JUDGE_LABELS.get(judge, judge)
+    return f"{label}, {metric_name(metric)}" if judge == "reconstruction" else label
+
+
+def _judged_lines(rows):
+    """A dataset's verdict lines, the validated judges first, then those that failed the
+    known-answer check, each with its known-answer result."""
+    validated = rows[rows["validated"].astype(bool)]
+    failed = rows[~rows["validated"].astype(bool)]
+    lines = []
+    if len(validated):
+        lines += ["**Judges validated on this scan** (the known-answer check: each named the "
+                  "generator that made a pseudo-scan, wherever the pseudo-scans could be told apart):", ""]
+        for row in validated.itertuples(index=False):
+            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row)} {_how_sure(row)} "
+                         f"Known answers: {row.known_answer}.")
+    else:
+        lines += ["**No judge passed the known-answer check on this scan**: none of the rankings "
+                  "below can be read as which generator is closest.", ""]
+    if len(failed):
+        lines += ["", "**Not validated on this scan** (they failed the known-answer check; shown "
+                  "for what they measure, not as a verdict):", ""]
+        for row in failed.itertuples(index=False):
+            what = (" It ranks which generator's data trains the better denoiser for this scan."
+                    if getattr(row, "judge", "") == "reconstruction" else "")
+            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row, validated=False)}{what} "
+                         f"Known answers: {row.known_answer}.")
+    return lines
+
+
+def _verdict_line(r, *, validated=True):
     u = _unit(r.metric)
-    line = f"**Closest: {r.best}** on {metric_name(r.metric)} — {_num(r.best_mean, r.metric)}{u}"
+    line = f"**{verdict_head(r, validated=validated)}** on {metric_name(r.metric)} — {_num(r.best_mean, r.metric)}{u}"
     if isinstance(r.runner_up, str) and r.runner_up:
         line += (f" vs {_num(r.runner_mean, r.metric)}{u} ({r.runner_up}), "
                  f"margin {_num(r.margin, r.metric)}{u}")
