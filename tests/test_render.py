@@ -130,10 +130,27 @@ def test_verdict_lines_state_winner_margin_interval_and_stability(tmp_path):
     assert verdict_lines(tmp_path / "verdict.csv") == [
         "sample · signal MAE (attenuation): Sampled closest, 0.0042 below Syn (95% CI 0.0011 to 0.0073), "
         "best in 4/5 replicates; 1.02x the noise floor",
-        "sample · angular deviation (degrees): Sampled closest, 0.89 below SampleAndMean (95% CI -1.5 to 3.3), "
-        "best in 3/5 replicates",
+        # the interval includes 0: never "closest" alone
+        "sample · angular deviation (degrees): Sampled ≈ SampleAndMean (cannot be told apart), 0.89 below "
+        "SampleAndMean (95% CI -1.5 to 3.3), best in 3/5 replicates",
     ]
     assert verdict_lines(tmp_path / "absent.csv") == []
+
+
+def test_verdict_lines_lead_with_validated_judges_and_name_the_others(tmp_path):
+    judged = VERDICT.assign(
+        metric=["c2st_accuracy", "signal_mae"], judge=["two_sample", "reconstruction"], validated=[True, False],
+        known_answer=["named the true generator in 4 of 4 known-answer cases on this scan",
+                      "named the true generator in 1 of 4 known-answer cases on this scan"],
+        ci_low=[0.0011, 0.002],
+    )
+    judged.to_csv(tmp_path / "verdict.csv", index=False)
+    lines = verdict_lines(tmp_path / "verdict.csv")
+    assert lines[0].startswith("sample · two-sample classifier [validated]: Sampled closest, 0.0042 below Syn")
+    assert lines[1].startswith(
+        "sample · denoiser-training error (the method paper's reconstruction error), signal MAE "
+        "[not validated: named the true generator in 1 of 4 known-answer cases on this scan]: Sampled lowest, "
+    )
 
 
 def _touch(path, text="<html></html>"):

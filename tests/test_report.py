@@ -39,9 +39,10 @@ def test_verdict_leads_with_the_answer_per_metric():
     text = _text()
     assert text.startswith("Profile: **paper**.")
     assert text.index("### sample") < text.index("### invivo")
-    assert ("**Closest: Sampled** on angular deviation — 4.6° vs 5.5° (SampleAndMean), "
+    # intervals that include 0 never say "closest": the two cannot be told apart
+    assert ("**Sampled ≈ SampleAndMean** on angular deviation — 4.6° vs 5.5° (SampleAndMean), "
             "margin 0.9° [95% CI -1.1, 2.9], lowest in 4/5 replicates.") in text
-    assert ("**Closest: SampleAndMean** on signal MAE — 0.0814 vs 0.0815 (Sampled), "
+    assert ("**SampleAndMean ≈ Sampled** on signal MAE — 0.0814 vs 0.0815 (Sampled), "
             "margin 0.0001 [95% CI -0.002, 0.002], lowest in 3/5 replicates; "
             "1.05x the noise floor 0.081.") in text
     assert "noise floor" not in next(l for l in text.splitlines() if "on FA MAE" in l)
@@ -52,6 +53,25 @@ def test_verdict_leads_with_the_answer_per_metric():
     assert "includes 0 (across 10 replicate models" in angle and "cannot be told apart" in angle
     invivo = next(l for l in text.splitlines() if "ball_stick" in l)  # a plugin's name
     assert "lowest in 19/20 replicates" in invivo and "excludes 0 (across 4 subjects)" in invivo
+
+
+def test_validated_judges_lead_and_the_others_say_what_they_measure():
+    judged = VERDICT[VERDICT["dataset"] == "sample"].assign(
+        metric=["signal_mae", "c2st_accuracy", "code_mmd"], judge=["reconstruction", "two_sample", "code_distance"],
+        validated=[False, True, False], known_answer=["named the true generator in 1 of 4 known-answer cases on this scan",
+                                                      "named 4 of 4", "named 2 of 4"])
+    text = R.verdict_markdown(judged, profile="paper", n_subjects={"sample": 1})
+    lines = text.splitlines()
+    validated = lines.index(next(l for l in lines if l.startswith("**Judges validated")))
+    failed = lines.index(next(l for l in lines if l.startswith("**Not validated")))
+    c2st = lines.index(next(l for l in lines if "*two-sample classifier*" in l))
+    recon = next(l for l in lines if "denoiser-training error" in l)
+    assert validated < c2st < failed < lines.index(recon)
+    assert "**Closest: Sampled**" in lines[c2st]  # its interval excludes 0
+    assert "**SampleAndMean ≈ Sampled**" in recon and "trains the better denoiser" in recon
+    assert "named the true generator in 1 of 4 known-answer cases on this scan" in recon
+    none = R.verdict_markdown(judged.assign(validated=False), profile="paper", n_subjects={"sample": 1})
+    assert "No judge passed the known-answer check" in none and "Closest" not in none
 
 
 def test_quick_profile_says_smoke_test_first():
