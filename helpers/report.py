@@ -429,3 +429,49 @@ def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic):
     if not caveats:
         return []
     return ["**Caveats**", ""] + [f"- {c}" for c in caveats] + [""]
+
+
+def findings_markdown(summary_dir, *, source="make run"):
+    """The known-answer findings of a run as Markdown, from its summary tables only.
+
+    Reads ``known_answer.csv``, ``validation.csv``, ``noise_check.csv`` and
+    ``verdict.csv`` of a summary folder (``results/summary`` after ``make run``) and writes
+    per dataset: the truth x picked table of every judge metric (truth_first/n in each
+    cell), which judges were validated, the noise-model check and the verdict lines as the
+    console prints them. Nothing in it is typed by hand (``docs/make_findings.py``).
+    """
+    from helpers.render import verdict_lines
+
+    summary_dir = Path(summary_dir)
+    known = pd.read_csv(summary_dir / "known_answer.csv", dtype={"subject": str})
+    validation = pd.read_csv(summary_dir / "validation.csv", dtype={"subject": str})
+    noise = pd.read_csv(summary_dir / "noise_check.csv", dtype={"subject": str})
+    lines = [f"# What the known-answer check found ({source})", "",
+             f"Written by `docs/make_findings.py` from `{summary_dir.as_posix()}`; every number below is the "
+             "run's own output. Rows: the generator that made the pseudo-scan. Cells: the generator the "
+             "judge named closest, and in how many replicates the truth ranked first.", ""]
+    for (ds, sid), k in known.groupby(["dataset", "subject"], sort=False):
+        lines += [f"## {ds} / {sid}", ""]
+        table = k.assign(cell=[f"{p or '–'} ({t}/{n})" for p, t, n in zip(k["picked"], k["truth_first"], k["n"])])
+        wide = table.pivot_table(index="truth", columns="metric", values="cell", aggfunc="first", sort=False)
+        lines.append("| made by | " + " | ".join(wide.columns) + " |")
+        lines.append("|---" * (len(wide.columns) + 1) + "|")
+        for truth, row in wide.iterrows():
+            lines.append(f"| {truth} | " + " | ".join(str(row[c]) for c in wide.columns) + " |")
+        v = validation[(validation["dataset"] == ds) & (validation["subject"] == sid)]
+        lines += ["", "| judge metric | validated | named | mixtures followed | why not |", "|---|---|---|---|---|"]
+        for r in v.to_dict("records"):
+            reason = r["reason"] if isinstance(r["reason"], str) else ""
+            lines.append(f"| {r['metric']} | {'yes' if r['validated'] else 'no'} | {r['named']} of {r['cases']} "
+                         f"({r['acceptable']} with the inseparable) | {r['mixtures_ok']} of {r['mixtures']} | {reason} |")
+        nz = noise[(noise["dataset"] == ds) & (noise["subject"] == sid)]
+        wide_noise = nz.pivot_table(index="method", columns="synthetic_noise", values="accuracy", sort=False)
+        lines += ["", "Classifier accuracy, pseudo-scan (per-voxel noise) vs the same generator's data:", "",
+                  "| generator | global noise | per-voxel noise |", "|---|---|---|"]
+        lines += [f"| {m} | {r.get('global', float('nan')):.3f} | {r.get('per_voxel', float('nan')):.3f} |"
+                  for m, r in wide_noise.iterrows()]
+        lines.append("")
+    verdicts = verdict_lines(summary_dir / "verdict.csv")
+    if verdicts:
+        lines += ["## Verdict lines, as printed", "", "```", *verdicts, "```", ""]
+    return "\n".join(lines)

@@ -166,3 +166,23 @@ def test_report_does_not_import_figures():
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any("figures" in (m or "") for m in modules)
+
+
+def test_findings_are_written_from_the_summary_tables(tmp_path):
+    known = pd.DataFrame({
+        "dataset": "invivo", "subject": "b1k_b2k", "judge": "two_sample", "metric": "c2st_accuracy",
+        "truth": ["Syn", "RandomWM"], "picked": ["Syn", "Syn"], "runner_up": ["RandomWM", "RandomWM"],
+        "told_apart": True, "ci_low": 0.1, "ci_high": 0.2, "truth_first": [5, 0], "n": 5,
+        "correct": [True, False], "acceptable": [True, False],
+    })
+    known.to_csv(tmp_path / "known_answer.csv", index=False)
+    pd.DataFrame({"dataset": ["invivo"], "subject": ["b1k_b2k"], "judge": ["two_sample"], "metric": ["c2st_accuracy"],
+                  "validated": [False], "named": [1], "acceptable": [1], "cases": [2], "mixtures_ok": [0],
+                  "mixtures": [1], "reason": ["named Syn for RandomWM"]}).to_csv(tmp_path / "validation.csv", index=False)
+    pd.DataFrame({"dataset": "invivo", "subject": "b1k_b2k", "method": ["Syn", "Syn"],
+                  "synthetic_noise": ["global", "per_voxel"], "accuracy": [0.75, 0.505], "p": [0, 0.4]}
+                 ).to_csv(tmp_path / "noise_check.csv", index=False)
+    text = R.findings_markdown(tmp_path)
+    assert "| Syn | Syn (5/5) |" in text and "| RandomWM | Syn (0/5) |" in text
+    assert "| c2st_accuracy | no | 1 of 2 (1 with the inseparable) | 0 of 1 | named Syn for RandomWM |" in text
+    assert "| Syn | 0.750 | 0.505 |" in text
