@@ -1,4 +1,5 @@
-"""How fast are the four generators, against a loop over dipy's ``multi_tensor``?
+"""How fast are the built-in generators, against a loop over dipy's ``multi_tensor``, and
+FORCE against dipy's own ``generate_force_simulations``?
 
 Both run here, in one process, on the sample's real gradient table (64 directions at
 b=1000). The project simulates 300,000 voxels per method (the paper's count), noise
@@ -8,19 +9,26 @@ mixture (three fibres, GM, CSF), fractions in percent, no noise — looped over
 ``--dipy-voxels`` voxels, median of ``--repeats`` runs. The speedup is the project's
 slowest method's voxels per second over dipy's.
 
+Then FORCE: :mod:`bench_force` (beside this file) times
+``dipy.sims.force.generate_force_simulations`` and :func:`helpers.force.simulate_force` on
+one core in the same run and prints ``force speedup <X>x vs dipy generate_force_simulations``.
+
     python benchmarks/bench_simulation.py [--repeats 5] [--dipy-voxels 1000]
+    python benchmarks/bench_simulation.py --tiny    # seconds: the test suite runs this
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 
-from helpers import METHODS
+from helpers.contract import METHODS, PAPER_METHODS
 from helpers.data import load_sample
 from helpers.simulation import draw_mixture, simulate, tissue_pools
 
@@ -40,7 +48,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dipy-voxels", type=int, default=1000)
+    parser.add_argument("--tiny", action="store_true", help="seconds, not minutes (1 repeat, few voxels): a check that it runs")
     args = parser.parse_args(argv)
+    n_voxels = N_VOXELS
+    if args.tiny:
+        args.repeats, args.dipy_voxels, n_voxels = 1, 20, 2000
 
     subject = load_sample()
     pools = tissue_pools(subject)
@@ -63,13 +75,19 @@ def main(argv=None):
 
     slowest = 0.0
     for method in METHODS:
-        t = median_time(lambda: simulate(subject, method, N_VOXELS, seed=1, pools=pools), args.repeats)
-        slowest = max(slowest, t)
-        print(f"{method:14s} {t:6.3f} s per {N_VOXELS} voxels (clean + Rician noisy), {N_VOXELS / t:,.0f} voxels/s, {N_VOXELS / t / dipy_rate:,.0f}x dipy")
-    t = median_time(lambda: simulate(subject, "Syn", N_VOXELS, seed=1, noise="per_voxel"), args.repeats)
-    print(f"{'Syn per_voxel':14s} {t:6.3f} s per {N_VOXELS} voxels (noise σ drawn per voxel from the subject's σ/S0)")
-    speedup = N_VOXELS / slowest / dipy_rate
-    print(f"speedup {speedup:.0f}x vs dipy multi_tensor; slowest method {slowest:.2f} s per {N_VOXELS} voxels")
+        t = median_time(lambda: simulate(subject, method, n_voxels, seed=1, pools=pools), args.repeats)
+        if method in PAPER_METHODS:
+            slowest = max(slowest, t)
+        print(f"{method:14s} {t:6.3f} s per {n_voxels} voxels (clean + Rician noisy), {n_voxels / t:,.0f} voxels/s")
+    t = median_time(lambda: simulate(subject, "Syn", n_voxels, seed=1, noise="per_voxel"), args.repeats)
+    print(f"{'Syn per_voxel':14s} {t:6.3f} s per {n_voxels} voxels (noise σ drawn per voxel from the subject's σ/S0)")
+    speedup = n_voxels / slowest / dipy_rate
+    print(f"speedup {speedup:.0f}x vs dipy multi_tensor (the paper's four tensor generators); slowest {slowest:.2f} s per {n_voxels} voxels")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_force
+
+    bench_force.main(["--tiny"] if args.tiny else ["--repeats", str(args.repeats)])
 
 
 if __name__ == "__main__":
