@@ -186,6 +186,7 @@ def load_config(path):
         load_profile(raw.get("profile", "paper"))  # validates the name
     except ValueError as e:  # name the dataset config, not only the setting
         raise ValueError(f"{path}: {e}") from e
+    methods = tuple(_absolute_library(m, path) for m in methods)
     root = raw.get("root")
     if root is not None:
         root = Path(root).expanduser()
@@ -193,6 +194,16 @@ def load_config(path):
             root = (path.parent / root).resolve()
     kwargs = {k: v for k, v in raw.items() if k not in ("root", "methods", "shell")}
     return DatasetConfig(path=path, root=root, methods=methods, shell=shell, text=text, **kwargs)
+
+
+def _absolute_library(method, config_path):
+    """``library:PATH`` with a relative PATH read from the config file's folder."""
+    from helpers.contract import LIBRARY_PREFIX, is_library
+
+    if not is_library(method):
+        return method
+    file = Path(method[len(LIBRARY_PREFIX):]).expanduser()
+    return LIBRARY_PREFIX + str(file if file.is_absolute() else (config_path.parent / file).resolve())
 
 
 def load_profile(name, *, path=None):

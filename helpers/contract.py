@@ -17,6 +17,9 @@ from numbers import Real
 
 __all__ = [
     "METHODS",
+    "PAPER_METHODS",
+    "LIBRARY_PREFIX",
+    "is_library",
     "METRICS",
     "METRIC_LABELS",
     "TISSUES",
@@ -38,11 +41,19 @@ __all__ = [
     "judge_seed",
 ]
 
-METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
-"""The four built-in generators, in the order the method paper reports them."""
+PAPER_METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
+"""The method paper's four generators, in the order it reports them."""
 
-SUBJECT_METHODS = ("Sampled", "SampleAndMean")
+METHODS = PAPER_METHODS + ("FORCE", "SubjectFORCE")
+"""The built-in generators: the paper's four, dipy's FORCE signal model with dipy's
+default ranges (:mod:`helpers.force`), and FORCE with its diffusivity ranges taken from the
+subject's own tissue (``SubjectFORCE``)."""
+
+SUBJECT_METHODS = ("Sampled", "SampleAndMean", "SubjectFORCE")
 """Built-in methods that sample the subject's tissue (they need WM voxels with high FA)."""
+
+LIBRARY_PREFIX = "library:"
+"""``library:PATH`` names a file of any simulator's saved signals (:mod:`helpers.library`)."""
 
 METRICS = ("signal_mae", "fa_mae", "angle_deg")
 """Per-voxel reconstruction errors, in the order the method paper reports them."""
@@ -107,19 +118,28 @@ DEFAULTS = {
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+def is_library(method):
+    """True for a file of saved signals named ``library:PATH`` (PATH ends in ``.npz``)."""
+    return isinstance(method, str) and method.startswith(LIBRARY_PREFIX) and method.endswith(".npz") \
+        and len(method) > len(LIBRARY_PREFIX) + len(".npz")
+
+
 def is_plugin(method):
     """True for a user's generator named ``package.module:function``."""
-    return isinstance(method, str) and bool(_PLUGIN.match(method))
+    return isinstance(method, str) and not method.startswith(LIBRARY_PREFIX) and bool(_PLUGIN.match(method))
 
 
 def method_name(method):
-    """The name a method has in tables and figures: the function name of a plugin.
+    """The name a method has in tables and figures: the function name of a plugin, the
+    file's stem of a library.
 
     Examples
     --------
-    >>> method_name("Syn"), method_name("mylab.gens:ball_stick")
-    ('Syn', 'ball_stick')
+    >>> method_name("Syn"), method_name("mylab.gens:ball_stick"), method_name("library:/sims/mc_b1000.npz")
+    ('Syn', 'ball_stick', 'mc_b1000')
     """
+    if is_library(method):
+        return method[len(LIBRARY_PREFIX):].replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".npz")
     return method.split(":", 1)[1] if is_plugin(method) else method
 
 
@@ -132,11 +152,12 @@ def check_methods(methods, *, where="methods"):
     if isinstance(methods, str) or not hasattr(methods, "__iter__"):
         raise ValueError(f"{where}: methods must be a list, got {methods!r}")
     methods = tuple(methods)
-    bad = [m for m in methods if not (m in METHODS or is_plugin(m))]
+    bad = [m for m in methods if not (m in METHODS or is_plugin(m) or is_library(m))]
     if bad:
         raise ValueError(
-            f"{where}: unknown method(s) {bad}; allowed: {list(METHODS)} "
-            "or a generator of your own as 'package.module:function'"
+            f"{where}: unknown method(s) {bad}; allowed: {list(METHODS)}, "
+            "a generator of your own as 'package.module:function', "
+            "or a file of saved signals as 'library:PATH.npz'"
         )
     names = [method_name(m) for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})

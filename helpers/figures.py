@@ -54,11 +54,13 @@ METHOD_COLORS = {
     "Sampled": "#E69F00",
     "SampleAndMean": "#009E73",
     "RandomWM": "#CC79A7",
+    "FORCE": "#D55E00",
+    "SubjectFORCE": "#56B4E9",
 }
 """One fixed colour per built-in method, used by every figure."""
 
 PLUGIN_COLORS = ("#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#117733",
-                 "#661100", "#6699CC", "#D55E00", "#56B4E9")
+                 "#661100", "#6699CC", "#F0E442", "#DDCC77")
 """Colours of other methods (a user's generators), in order of first appearance: Paul
 Tol's muted palette, then the Okabe-Ito colours the built-ins do not use; after these,
 plotly's Dark24."""

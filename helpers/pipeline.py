@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.contract import COLUMNS, DEFAULTS, METRICS, check_methods, method_name, replicate_seeds
+from helpers.contract import COLUMNS, DEFAULTS, METRICS, SUBJECT_METHODS, check_methods, method_name, replicate_seeds
 from helpers.io import load_json, save_csv, save_json
 
 __all__ = [
@@ -93,12 +93,12 @@ def simulate_preview(
         SNR used, noise mode, pools (voxels, eroded or fallback, mean MD), supported and
         skipped methods with reasons, seconds per method.
     """
-    from helpers.simulation import resolve_snr, simulate, tissue_pools
+    from helpers.simulation import describe_generator, resolve_snr, simulate, tissue_pools
 
     supported, skipped = supported_methods(subject, methods, min_pool=min_pool, wm_fa_min=wm_fa_min)
     snr_value = resolve_snr(snr, subject)
     pools = None
-    if any(m in ("Sampled", "SampleAndMean") for m in supported):
+    if any(m in SUBJECT_METHODS for m in supported):
         pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
     report = {
         "n_preview": int(n_voxels),
@@ -110,6 +110,7 @@ def simulate_preview(
         "pools": pools.report if pools is not None else {},
         "methods": [method_name(m) for m in supported],
         "skipped": skipped,
+        "generators": {method_name(m): describe_generator(m, subject, pools=pools) for m in supported},
         "seconds": {},
     }
     data = {}
@@ -332,6 +333,7 @@ def collect_results(results_dirs, *, subjects=None):
         noise.append({"dataset": ds, "subject": sid, **load_json(d / "metrics" / "noise.json")})
         meta = load_json(d / "subject.json")["info"]
         tiny = [f"{t} ({p['voxels']} voxels)" for t, p in report.get("pools", {}).items() if p.get("tiny")]
+        notes = [generator_note(name, g, f"{ds}/{sid}") for name, g in report.get("generators", {}).items()]
         info.append(
             {
                 "dataset": ds,
@@ -340,6 +342,7 @@ def collect_results(results_dirs, *, subjects=None):
                 "tissue_source": meta.get("tissue_source", ""),
                 "synthetic": bool(meta.get("synthetic")),
                 "tiny_pools": tiny,
+                "generator_notes": [n for n in notes if n],
                 "profile": training.get("profile", {}).get("name", ""),
             }
         )
@@ -473,11 +476,26 @@ def verdict_text(results, summary):
         skipped=results["skipped"],
         collapsed=_collapsed_detail(results["diagnostics"]),
         tiny_pools=[f"{r.dataset} / {r.subject}: {', '.join(r.tiny_pools)}" for r in subjects.itertuples() if r.tiny_pools],
+        generator_notes=list(dict.fromkeys(line for lines in subjects.get("generator_notes", []) for line in lines)),
         approximate_tissue=sorted(subjects.loc[subjects["tissue_source"].str.startswith("approximate"), "subject"]),
         synthetic=sorted(subjects.loc[subjects["synthetic"], "subject"]),
         realism_agreement=None if summary["agreement"] is None else dict(zip(summary["agreement"]["dataset"], summary["agreement"]["sentence"])),
         verdict_without_collapsed=summary["verdict_without_collapsed"],
     )
+
+
+def generator_note(name, description, where):
+    """A report line for a generator whose data depends on a file or on the subject
+    (:func:`helpers.simulation.describe_generator`), else ""."""
+    if description.get("kind") == "library":
+        return (f"{name}: a library of {description['unique_voxels']:,} unique voxels ({description['file']}; "
+                f"S0: {description['s0']}); each replicate draws from it with replacement")
+    ranges = description.get("ranges_mm2_per_s")
+    if ranges:
+        mm = lambda r: f"{r[0] * 1e3:.2f}-{r[1] * 1e3:.2f}"  # noqa: E731
+        return (f"{name} on {where}: WM d_par {mm(ranges['wm_d_par'])}, extra-axonal d_perp {mm(ranges['wm_d_perp'])}, "
+                f"GM {mm(ranges['gm_d'])}, CSF {ranges['csf_d'] * 1e3:.2f} (x1e-3 mm²/s; {description['from']})")
+    return ""
 
 
 def _collapsed_detail(diagnostics):

@@ -49,7 +49,7 @@ def metric_name(metric):
 
 def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=None,
                      tiny_pools=None, approximate_tissue=(), synthetic=(),
-                     realism_agreement=None, verdict_without_collapsed=None, libraries=()):
+                     realism_agreement=None, verdict_without_collapsed=None, generator_notes=()):
     """The report's opening: which generator is closest, by how much, how sure.
 
     Parameters
@@ -84,8 +84,9 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
     verdict_without_collapsed : pandas.DataFrame, optional
         The verdict recomputed without the collapsed models; the text says whether the
         closest generator changes.
-    libraries : iterable of str, optional
-        One sentence per ``library:PATH`` generator: how many unique voxels it held.
+    generator_notes : iterable of str, optional
+        One sentence per generator whose data depends on a file or the subject: how many
+        unique voxels a ``library:PATH`` held, SubjectFORCE's ranges.
 
     Returns
     -------
@@ -125,10 +126,9 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
     lines += _skipped_lines(skipped)
     lines += _collapsed_lines(collapsed, verdict, verdict_without_collapsed)
     lines += _pool_lines(tiny_pools)
-    libraries = list(libraries or ())
-    if libraries:
-        lines += ["**Libraries of saved signals** (each replicate draws its voxels from them with "
-                  "replacement; a small library repeats its voxels):"] + [f"- {x}" for x in libraries] + [""]
+    generator_notes = list(generator_notes or ())
+    if generator_notes:
+        lines += ["**Generators drawn from files or from the subject:**"] + [f"- {x}" for x in generator_notes] + [""]
     lines += _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -34,7 +34,9 @@ config, I/O or the runner.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -42,12 +44,15 @@ from helpers.contract import (
     DEFAULTS,
     SUBJECT_METHODS,
     TISSUES,
+    LIBRARY_PREFIX,
     check_methods,
+    is_library,
     is_plugin,
     load_plugin,
     parse_noise,
     parse_snr,
 )
+from helpers.library import draw_library, load_library, match_columns
 
 __all__ = [
     "Mixture",
@@ -61,6 +66,9 @@ __all__ = [
     "resolve_snr",
     "sigma_distribution",
     "call_plugin",
+    "library_columns",
+    "describe_generator",
+    "subject_force_ranges",
     "simulate",
 ]
 
@@ -576,6 +584,91 @@ def call_plugin(spec, bvals, bvecs, n, rng, *, subject=None):
     return _check_attenuation(values, n, len(bvals), spec)
 
 
+def library_columns(spec, bvals, bvecs, *, tolerance=DEFAULTS["shell_tolerance"]):
+    """A ``library:PATH`` generator's file, checked, and the column of it that holds each
+    of the given volumes (:mod:`helpers.library`). The file is read once per process (and
+    again when it changes).
+
+    Returns
+    -------
+    library : helpers.library.Library
+    columns : (m,) int ndarray
+    """
+    path = Path(spec[len(LIBRARY_PREFIX):])
+    if not path.is_file():
+        raise ValueError(f"{path}: library file not found (generator {spec!r})")
+    library = _load_library(str(path), path.stat().st_mtime_ns)
+    return library, match_columns(library, bvals, bvecs, tolerance=tolerance)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_library(path, mtime_ns):
+    """:func:`helpers.library.load_library`, once per file version and process."""
+    return load_library(path)
+
+
+SUBJECT_FORCE_PERCENTILES = (5.0, 95.0)
+"""SubjectFORCE's diffusivity ranges span these percentiles of the subject's pools."""
+
+
+def subject_force_ranges(pools, *, percentiles=SUBJECT_FORCE_PERCENTILES):
+    """FORCE's diffusivity ranges taken from a subject's own tissue (``SubjectFORCE``).
+
+    The method paper's precision-medicine idea (draw from the subject, as Sampled does)
+    applied to FORCE; every other distribution stays dipy's.
+
+    - WM d_par: the 5th-95th percentile of the axial eigenvalue λ1 of the WM pool (FA >
+      ``wm_fa_min``, eroded): in a coherent bundle the stick and the zeppelin both diffuse
+      at d_par along the fibre, so λ1 ≈ d_par.
+    - WM extra-axonal d_perp: the same percentiles of the radial eigenvalue (λ2 + λ3)/2
+      divided by (1 − f̄), f̄ the mean intra-axonal fraction (0.75 for dipy's U(0.6, 0.9)):
+      the stick has no radial diffusion, so the tensor's radial diffusivity is about
+      (1 − f) d_perp.
+    - GM: the percentiles of the GM pool's mean diffusivity.
+    - CSF: the CSF pool's mean MD (FORCE's CSF is one value).
+
+    Returns
+    -------
+    helpers.force.ForceRanges
+    """
+    from helpers.force import ForceRanges
+
+    lo, hi = percentiles
+    default = ForceRanges()
+    f_mean = float(np.mean(default.f_intra))
+
+    def span(values):
+        a, b = np.percentile(values, [lo, hi])
+        return (float(a), float(max(b, a)))
+
+    wm = np.asarray(pools.wm, dtype=float)
+    radial = wm[:, 1:].mean(axis=1) / (1.0 - f_mean)
+    return ForceRanges(
+        wm_d_par=span(np.clip(wm[:, 0], 1e-5, None)),
+        wm_d_perp=span(np.clip(radial, 0.0, None)),
+        gm_d=span(np.clip(np.asarray(pools.gm, dtype=float).mean(axis=1), 0.0, None)),
+        csf_d=float(max(np.asarray(pools.csf, dtype=float).mean(), 0.0)),
+    )
+
+
+def describe_generator(spec, subject, *, pools=None):
+    """What a report should say about a generator beyond its name: for ``library:PATH``
+    the file, how many unique voxels it holds and where S0 came from; for SubjectFORCE the
+    diffusivity ranges taken from the subject. Empty for the others."""
+    if is_library(spec):
+        library, _ = library_columns(spec, subject.bvals, subject.bvecs)
+        return {"kind": "library", "file": str(library.path), "unique_voxels": library.n_unique,
+                "s0": library.s0_source}
+    if is_plugin(spec):
+        return {"kind": "function", "spec": spec}
+    if spec == "SubjectFORCE" and pools is not None:
+        r = subject_force_ranges(pools)
+        return {"kind": "built-in", "ranges_mm2_per_s": {"wm_d_par": list(r.wm_d_par), "wm_d_perp": list(r.wm_d_perp),
+                                                         "gm_d": list(r.gm_d), "csf_d": r.csf_d},
+                "from": f"the subject's pools, {SUBJECT_FORCE_PERCENTILES[0]:g}th-{SUBJECT_FORCE_PERCENTILES[1]:g}th percentiles"}
+    return {"kind": "built-in"}
+
+
 def simulate(
     subject,
     method,
@@ -597,8 +690,9 @@ def simulate(
         Gives the gradient table (every selected volume, each with its own b-value), the
         tissue pools and the noise estimate.
     method : str
-        "Syn", "Sampled", "SampleAndMean", "RandomWM", or a user generator
-        ``package.module:function`` (:func:`call_plugin`).
+        A built-in name (:data:`helpers.contract.METHODS`), a user generator
+        ``package.module:function`` (:func:`call_plugin`), or ``library:PATH`` (voxels
+        drawn with replacement from a file of saved signals, :mod:`helpers.library`).
     n_voxels : int
     seed : int, sequence of int or numpy Generator
         Everything random (compartments, directions, noise) comes from
@@ -640,6 +734,18 @@ def simulate(
     bvals, bvecs = subject.bvals, subject.bvecs
     if is_plugin(method):
         clean = call_plugin(method, bvals, bvecs, n_voxels, rng, subject=subject)
+    elif is_library(method):
+        library, columns = library_columns(method, bvals, bvecs)
+        clean = draw_library(library, columns, n_voxels, rng)
+    elif method in ("FORCE", "SubjectFORCE"):
+        from helpers.force import ForceRanges, simulate_force
+
+        if method == "SubjectFORCE":
+            pools = pools if pools is not None else tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
+            ranges = subject_force_ranges(pools)
+        else:
+            ranges = ForceRanges()
+        clean = simulate_force(bvals, bvecs, n_voxels, rng, ranges=ranges)
     elif method == "RandomWM":
         f = rng.random((n_voxels, 1))
         rest = rng.random((n_voxels, len(bvals)))

@@ -879,3 +879,38 @@ def test_q_space_sweep_needs_shell_all(tmp_path, rng):
     s = load_dwi(scan.dwi, scan.bval, scan.bvec, mask=scan.mask, shell="all")
     assert s.n_directions == 101 and s.dti_columns.sum() == int((b <= 1500).sum())
     np.testing.assert_array_equal(s.bvals, b)
+
+
+def test_probability_mask_is_thresholded_at_one_half_and_said(tmp_path, rng):
+    """A soft brain mask with a small floor everywhere: the voxels at >= 0.5 are the brain,
+    not every voxel above 0 (which would take in the whole floor)."""
+    labels = _square((8, 8, 3), 2, 6, 3, 2)
+    labels[[0, 7], :, :] = 0
+    labels[:, [0, 7], :] = 0  # 6x6x3 of brain in an 8x8x3 volume
+    scan = build_scan(tmp_path, rng, labels)
+    soft = np.where(labels > 0, 0.9, 0.02).astype(np.float32)
+    soft[1, 1, :] = 0.5  # exactly at the threshold: kept
+    soft[1, 2, :] = 0.49  # just below: left out
+    path = save_nifti(tmp_path / "soft_mask.nii.gz", soft, scan.affine)
+    s = load_paths(scan.dwi, scan.bval, scan.bvec, mask=path, labels=scan.labels_path)
+    assert s.n_voxels == 6 * 6 * 3 - 3  # (1, 2, :) was brain in the labels but is 0.49 here
+    assert "probability mask (values 0.02 to 0.9) thresholded at 0.5: 105 voxels kept of 192 above 0" in s.info["mask"]
+
+
+@pytest.mark.parametrize("values, kept", [(np.array([0, 1, 1]), 2), (np.array([0, 255, 255]), 2),
+                                          (np.array([0.0, 0.7, 0.2]), 1), (np.array([False, True, True]), 2)])
+def test_binary_mask_values(values, kept):
+    from helpers.data import binary_mask
+
+    mask, _ = binary_mask(values, path="m.nii.gz")
+    assert int(mask.sum()) == kept
+
+
+@pytest.mark.parametrize("values, message", [(np.array([0, 1, 2, 3]), "3 different non-zero values"),
+                                             (np.array([0, np.nan, 1.0]), "NaN"),
+                                             (np.array([0, -1.0]), "different non-zero")])
+def test_masks_that_cannot_be_read_as_brain_are_refused(values, message):
+    from helpers.data import binary_mask
+
+    with pytest.raises(ValueError, match=f"m.nii.gz: .*{message}"):
+        binary_mask(values, path="m.nii.gz")
