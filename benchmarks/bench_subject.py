@@ -17,6 +17,7 @@ Peak memory is the process's maximum resident set size (``getrusage``) read afte
 phase. Every number printed comes from a synthetic phantom, not a scan.
 
     python benchmarks/bench_subject.py [--root data/hcp_like] [--subject 100000]
+    python benchmarks/bench_subject.py --tiny    # dipy's 10x10x10 sample instead: seconds, for the tests
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import METHODS
 from helpers.config import PROJECT_ROOT, load_profile
+from helpers.contract import PAPER_METHODS
 
 
 def peak_gb():
@@ -41,34 +42,40 @@ def main(argv=None):
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT / "data" / "hcp_like")
     parser.add_argument("--subject", default="100000")
     parser.add_argument("--dipy-chunk", type=int, default=100_000)
+    parser.add_argument("--tiny", action="store_true", help="dipy's sample scan, one epoch: a check that it runs")
     args = parser.parse_args(argv)
 
-    if not (args.root / args.subject / "T1w" / "Diffusion" / "data.nii.gz").is_file():
+    if not args.tiny and not (args.root / args.subject / "T1w" / "Diffusion" / "data.nii.gz").is_file():
         from make_hcp_like import main as make
 
         print(f"writing the synthetic HCP-like subject to {args.root} (a few minutes, once)")
         make([str(args.root), "--subject", args.subject])
 
     from helpers.autoencoder import build_autoencoder, reconstruct, train_autoencoder
-    from helpers.data import load_hcp
+    from helpers.data import load_hcp, load_sample
     from helpers.metrics import evaluate
-    from helpers.pipeline import simulate_methods
+    from helpers.simulation import simulate, tissue_pools
 
     t = time.perf_counter()
-    subject = load_hcp(args.root, args.subject)
+    subject = load_sample() if args.tiny else load_hcp(args.root, args.subject)
     t_load = time.perf_counter() - t
     peak_load = peak_gb()
-    assert subject.info.get("synthetic"), "bench_subject expects the synthetic phantom"
-    print(f"subject: SYNTHETIC HCP-like phantom, {subject.n_voxels:,} brain voxels x {subject.n_directions} directions (b=1000), SNR {subject.snr:.1f}")
+    if args.tiny:
+        print(f"subject: dipy's sample scan (--tiny), {subject.n_voxels:,} brain voxels x {subject.n_directions} directions")
+    else:
+        assert subject.info.get("synthetic"), "bench_subject expects the synthetic phantom"
+        print(f"subject: SYNTHETIC HCP-like phantom, {subject.n_voxels:,} brain voxels x {subject.n_directions} directions (b=1000), SNR {subject.snr:.1f}")
     print(f"load {t_load:.1f} s, peak {peak_load:.2f} GB")
 
     quick = load_profile("quick")
-    data, _ = simulate_methods(subject, METHODS, n_voxels=quick["n_voxels"], seed=0, progress=False)
+    epochs = 1 if args.tiny else quick["epochs"]
+    pools = tissue_pools(subject)
     models = {}
-    for m, (clean, noisy) in data.items():
+    for m in PAPER_METHODS:
+        clean, noisy = simulate(subject, m, quick["n_voxels"], seed=0, pools=pools)
         models[m] = build_autoencoder(subject.n_directions, seed=0)
-        train_autoencoder(models[m], noisy, clean, epochs=quick["epochs"], n_val=quick["n_val"], seed=0, progress=False)
-    del data
+        train_autoencoder(models[m], noisy, clean, epochs=epochs, n_val=quick["n_val"], seed=0, progress=False)
+        del clean, noisy
     subject._tensor = None  # the pools' fit is cached: drop it so the evaluation makes all five fits
     print("set-up: four quick-profile models trained (not timed)")
 

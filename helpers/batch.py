@@ -557,12 +557,23 @@ RUN_EPILOG = (
 )
 
 
+def _jobs(text):
+    """``--jobs``: 0 (one per core) or a positive number of training processes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (one per core) or a positive number of processes, got {text!r}")
+    return value
+
+
 def add_run_arguments(parser):
     """The options of ``synthqa run`` (and ``python -m helpers.batch``)."""
     parser.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config YAML (configs/*.yaml); several give a combined summary")
     parser.add_argument("--profile", help="quick (a smoke test) or paper (the method's recipe); default: each config's, else paper")
     parser.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject in the configs)")
-    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+    parser.add_argument("--jobs", type=_jobs, default=0, metavar="N",
                         help="worker processes training the models inside a subject (default 0: every core). "
                              "Subjects run one after another unless --scheduler is given")
     parser.add_argument("--out", metavar="DIR", help="results folder (default: ./results)")
@@ -657,7 +668,20 @@ def main(argv=None):
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.command_line = command_line(parser.prog, argv)
-    return run_command(args)
+    return interruptible(run_command, args)
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+def interruptible(handler, args):
+    """Run a command; Ctrl-C prints one line (:data:`INTERRUPTED`), no traceback, and
+    returns 130 (128 + SIGINT), as shells expect of an interrupted program."""
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
+        return 130
 
 
 def command_line(prog, argv=None):

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from helpers import __version__
-from helpers.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, run_command
+from helpers.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, interruptible, run_command
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +52,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.command_line = command_line("synthqa", argv)
-    return args.handler(args)
+    return interruptible(args.handler, args)
 
 
 if __name__ == "__main__":

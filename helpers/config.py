@@ -10,6 +10,7 @@ tests, ``paper`` for the method's recipe) live in ``configs/profiles.yaml``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +169,14 @@ def load_config(path):
     for key in ("dataset", "kind", "subjects"):
         if key not in raw:
             raise ValueError(f"{path}: missing required key {key!r}")
+    for what, name in [("dataset", raw["dataset"])] + [("subject", sid) for sid in raw["subjects"]]:
+        if not _plain_name(name):
+            raise ValueError(
+                f"{path}: {what} name {name!r} is not a plain folder name (letters, digits, '.', '_', '-', not "
+                "starting with '.'); it names a results folder, and must not reach outside it"
+            )
+    if raw.get("seed", 0) < 0:
+        raise ValueError(f"{path}: seed must be a non-negative int, got {raw['seed']!r}")
     if raw["kind"] not in KINDS:
         raise ValueError(f"{path}: unknown dataset kind {raw['kind']!r}; allowed: {list(KINDS)}")
     if raw["kind"] in ("hcp", "bids") and raw.get("root") is None:
@@ -194,6 +203,14 @@ def load_config(path):
             root = (path.parent / root).resolve()
     kwargs = {k: v for k, v in raw.items() if k not in ("root", "methods", "shell")}
     return DatasetConfig(path=path, root=root, methods=methods, shell=shell, text=text, **kwargs)
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def _plain_name(name):
+    """A name that is one plain path component: ``sub-01``, ``100307``; not ``../x``, ``a/b``, ``.``."""
+    return isinstance(name, (str, int)) and not isinstance(name, bool) and bool(_PLAIN_NAME.match(str(name)))
 
 
 def _absolute_library(method, config_path):

@@ -196,3 +196,31 @@ def test_console_prints_a_line_per_step_and_reads_training_progress(tmp_path):
     assert out.getvalue() == "  d/s  03_train_autoencoder   ran      1 min 15 s\n"
     assert err.getvalue() == "  FAILED d/s: evaluate failed: ValueError: boom\n"
     assert console.status() == ""
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dataset: ../escape\nkind: sample\nsubjects: [small_64D]\n", "dataset name '../escape' is not a plain folder name"),
+    ("dataset: s\nkind: sample\nsubjects: [a/b]\n", "subject name 'a/b' is not a plain folder name"),
+    ("dataset: s\nkind: sample\nsubjects: [small_64D]\nseed: -1\n", "seed must be a non-negative int"),
+])
+def test_check_refuses_names_and_seeds_with_one_line_and_exit_2(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    done, seconds = _cli("check", config)
+    assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
+    assert message in done.stderr + done.stdout
+    assert seconds < 30
+
+
+def test_negative_jobs_is_a_usage_error():
+    done, _ = _cli("run", SAMPLE, "--jobs", "-1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--jobs: must be 0 (one per core) or a positive number" in done.stderr
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert batch.interruptible(interrupted, None) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume"
