@@ -1,5 +1,5 @@
-"""SynthQA: judge synthetic diffusion MRI data by how well an autoencoder trained on it
-reconstructs a real scan.
+"""SynthQA: which generator's synthetic diffusion MRI data resembles a real scan? Several
+judges, each checked against known answers on the scan itself.
 
 Modules, one concern each (numerical kernels first; they import only each other and
 :mod:`helpers.contract`, never the configuration or the runner):
@@ -8,10 +8,13 @@ Modules, one concern each (numerical kernels first; they import only each other 
 - :mod:`helpers.tissue`      WM/GM/CSF masks: FreeSurfer labels, FSL FAST, DTI thresholds; erosion
 - :mod:`helpers.dti`         vectorised WLS tensor fit (agrees with dipy's TensorModel)
 - :mod:`helpers.noise`       the scan's noise: robust b0-repeat and tensor-residual estimates, noise floor
-- :mod:`helpers.simulation`  the multi-tensor kernel, the four generators, a user's own generator
+- :mod:`helpers.simulation`  the multi-tensor kernel, the built-in generators, a user's own generator
+- :mod:`helpers.force`       dipy's FORCE signal model, vectorised and seeded
+- :mod:`helpers.library`     any simulator's saved signals as a generator (``library:PATH``)
 - :mod:`helpers.metrics`     signal MAE, FA MAE, angular deviation, error maps
 - :mod:`helpers.stats`       tests between methods across subjects or replicates, the verdict
-- :mod:`helpers.realism`     the second judge: classifier two-sample test and distances
+- :mod:`helpers.realism`     rotation-invariant features, classifier two-sample test, distances
+- :mod:`helpers.judges`      the judges and the known-answer check that validates them
 - :mod:`helpers.autoencoder` the denoising autoencoder (Keras 3) and its fast training loop
 - :mod:`helpers.training`    replicate models per method, trained in parallel processes
 - :mod:`helpers.io`          atomic writes (temporary name, then rename)
@@ -35,4 +38,4 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
-from helpers.contract import METHODS  # noqa: E402  (the four built-in generators)
+from helpers.contract import METHODS  # noqa: E402  (the built-in generators)

@@ -40,6 +40,7 @@ the step's temporary output file was created, exactly as an interrupted run woul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ from pathlib import Path
 from helpers.config import NOTEBOOK_DIR, load_config, load_profile
 from helpers.console import Console, duration
 from helpers.io import atomic_path
+from helpers.processes import die_with_parent
 from helpers.results import SubjectResult, failed
 
 __all__ = [
@@ -126,6 +128,7 @@ def _kernel_manager_class(log_path):
     class QuietKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw["env"] = {**(kw.get("env") or os.environ), **KERNEL_ENV}
+            kw["preexec_fn"] = functools.partial(die_with_parent, os.getpid())  # dies with the runner
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as log:  # the kernel keeps its own copy of the handle
                 kw["stdout"] = kw["stderr"] = log
@@ -285,6 +288,7 @@ def evaluate(subject_dir, *, force=False, step=EVALUATE):
             done = subprocess.run(
                 [sys.executable, "-c", _EVALUATE, str(subject_dir), "1" if force else "0", str(error), _STEP_FUNCTIONS[step]],
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=subject_dir, check=False,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),  # dies with the runner
             )
         if done.returncode != 0:
             text = error.read_text() if error.is_file() else f"the evaluation process exited with status {done.returncode}"

@@ -446,14 +446,25 @@ def run_in_workers(func, tasks, *, workers, initializer=None, initargs=()):
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=initializer,
-        initargs=initargs,
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, tuple(initargs)),
     )
     try:
         futures = {pool.submit(func, task): task for task in tasks}
         yield _as_finished(futures)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent_pid, initializer, initargs):
+    """Every worker dies with the process that started it (a killed kernel or runner
+    leaves no worker behind: :func:`helpers.processes.die_with_parent`), then runs the
+    caller's initializer."""
+    from helpers.processes import die_with_parent
+
+    die_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _as_finished(futures):

@@ -168,8 +168,15 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys, 
     examples = PROJECT_ROOT / "docs" / "examples"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(examples), os.environ.get("PYTHONPATH")])))
     monkeypatch.syspath_prepend(str(examples))
+    # a library of saved signals (Syn's noise-free voxels on the sample's table, with s0)
+    from helpers.data import load_sample
+    from helpers.simulation import simulate
+
+    sample = load_sample()
+    clean, _ = simulate(sample, "Syn", 400, seed=9, snr="none")
+    np.savez(tmp_path / "synlib.npz", signals=50 * clean, s0=np.full(400, 50.0), bvals=sample.bvals, bvecs=sample.bvecs)
     config.write_text(
-        "dataset: mixed\nkind: paths\nprofile: quick\nmethods: [Syn, 'ball_stick:ball_stick']\nsubjects:\n"
+        "dataset: mixed\nkind: paths\nprofile: quick\nmethods: [Syn, 'ball_stick:ball_stick', 'library:synlib.npz']\nsubjects:\n"
         f"  good: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: all}}\n"
         f"  empty: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: empty_mask.nii.gz}}\n"
     )
@@ -183,10 +190,18 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys, 
     metrics = pd.read_csv(out / "mixed" / "summary" / "metrics.csv", dtype={"subject": str})
     assert set(metrics["subject"]) == {"good"}
     # the plugin went through training, evaluation and the statistics under its function's name
-    assert set(metrics["method"]) == {"Syn", "ball_stick"} and set(metrics["replicate"]) == {0, 1}
+    assert set(metrics["method"]) == {"Syn", "ball_stick", "synlib"} and set(metrics["replicate"]) == {0, 1}
     assert (out / "mixed" / "good" / "models" / "ball_stick" / "r1.keras").is_file()
     stats = pd.read_csv(out / "mixed" / "summary" / "stats.csv")
-    assert {("Syn", "ball_stick")} == set(zip(stats["method_a"], stats["method_b"]))
+    assert {("Syn", "ball_stick"), ("Syn", "synlib"), ("ball_stick", "synlib")} == set(zip(stats["method_a"], stats["method_b"]))
+    # the known-answer check ran for every generator, the library included
+    known = pd.read_csv(out / "mixed" / "summary" / "known_answer.csv", dtype={"subject": str})
+    assert set(known["truth"]) == {"Syn", "ball_stick", "synlib"}
+    # Syn and a library of Syn's own voxels are one distribution: the pseudo-scans cannot tell them apart
+    sep = pd.read_csv(out / "mixed" / "summary" / "separability.csv").set_index(["a", "b"])
+    assert not sep.loc[("Syn", "synlib"), "separable"]
+    report = (out / "mixed" / "summary" / "04_results.html").read_text()
+    assert "synlib: a library of 400 unique voxels" in report
 
 
 @pytest.mark.slow
@@ -278,3 +293,51 @@ def test_several_datasets_get_their_own_summary_and_a_combined_one(tmp_path, mon
     assert (out / "summary" / "provenance.json").is_file()
     printed = capsys.readouterr().out
     assert f"open {out / 'index.html'}" in printed and f"open {out / 'sample' / 'index.html'}" in printed
+
+
+def _tagged(tag):
+    """pids of the processes whose environment carries ``SYNTHQA_TEST_TAG=tag``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"SYNTHQA_TEST_TAG={tag}".encode() in env.split(b"\0"):
+            found.append((int(entry.name), cmd))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
+    """SIGKILL to the runner's process group while models train: the kernel (its own
+    session) and the training workers (the kernel's children) die with it."""
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helpers.cli", "run", str(CONFIG_DIR / "sample.yaml"), "--profile", "quick",
+         "--out", str(tmp_path / "results")],
+        cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("spawn_main" in cmd for _, cmd in _tagged(tag)):
+            assert run.poll() is None, "the run ended before its training workers started"
+            time.sleep(0.5)
+        before = _tagged(tag)
+        assert any("spawn_main" in cmd for _, cmd in before), "no training worker started"
+        assert any("ipykernel" in cmd for _, cmd in before)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _tagged(tag):
+        time.sleep(0.5)
+    assert _tagged(tag) == []

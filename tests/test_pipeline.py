@@ -30,10 +30,10 @@ def _subject(fa_high):
 
 
 def test_a_scan_without_high_fa_wm_skips_only_the_sampling_methods():
-    methods = ["Syn", "Sampled", "SampleAndMean", "RandomWM", "ball_stick:ball_stick"]
+    methods = ["Syn", "Sampled", "SampleAndMean", "RandomWM", "FORCE", "SubjectFORCE", "ball_stick:ball_stick"]
     supported, skipped = supported_methods(_subject(fa_high=False), methods)
-    assert supported == ["Syn", "RandomWM", "ball_stick:ball_stick"]
-    assert set(skipped) == {"Sampled", "SampleAndMean"}
+    assert supported == ["Syn", "RandomWM", "FORCE", "ball_stick:ball_stick"]
+    assert set(skipped) == {"Sampled", "SampleAndMean", "SubjectFORCE"}
     assert all("no WM voxel with FA > 0.7" in r for r in skipped.values())
     supported, skipped = supported_methods(_subject(fa_high=True), methods)
     assert supported == methods and skipped == {}
