@@ -26,7 +26,7 @@ $(INVIVO): $(STAMP) helpers/datasets.py
 data: $(INVIVO)
 
 run: $(STAMP) $(INVIVO)
-	$(BIN)/synthqa run configs/sample.yaml configs/invivo.yaml --profile paper3
+	$(BIN)/synthqa run configs/sample.yaml configs/invivo.yaml --profile demo
 
 test: $(STAMP) $(INVIVO)
 	$(BIN)/python -m pytest

@@ -40,6 +40,7 @@ the step's temporary output file was created, exactly as an interrupted run woul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -177,12 +178,17 @@ def run_notebook(name, out_dir, parameters, *, force=False, subject=""):
     -------
     "ran" or "skipped"
     """
-    import papermill as pm
-
     from helpers.render import render_html
 
     out_dir = Path(out_dir)
     out = out_dir / f"{name}.ipynb"
+    with step_tempdir(out_dir):
+        return _run_notebook(name, out_dir, out, parameters, force=force, subject=subject, render_html=render_html)
+
+
+def _run_notebook(name, out_dir, out, parameters, *, force, subject, render_html):
+    import papermill as pm
+
     html = out.with_suffix(".html")
     failed_nb = out_dir / f"{name}.failed.ipynb"
     log = out_dir / "logs" / f"{name}.log"
@@ -213,6 +219,32 @@ def run_notebook(name, out_dir, parameters, *, force=False, subject=""):
         render_html(tmp, html)
     failed_nb.unlink(missing_ok=True)
     return "ran"
+
+
+TMP_FOLDER = Path("logs") / "tmp"
+"""Where a step's processes (the kernel, its training workers, the evaluation) put their
+temporary files — TensorFlow's autograph writes one ``__autograph_generated_file*.py`` per
+traced function — relative to the results folder; removed when the step ends."""
+
+
+@contextlib.contextmanager
+def step_tempdir(out_dir):
+    """``TMPDIR`` for the processes a step starts, under ``out_dir``, removed afterwards
+    (also after a failure; a killed run's leftovers go with the next run's)."""
+    import shutil
+
+    folder = Path(out_dir) / TMP_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)  # children inherit it; this process's tempfile keeps its own
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_temporaries(folders):
@@ -271,12 +303,17 @@ def evaluate(subject_dir, *, force=False, step=EVALUATE):
     start-up lines and warnings to ``logs/<step>.log``, not the console; and the
     runner's memory does not grow with each subject's models. Returns "ran".
     """
+    subject_dir = Path(subject_dir)
+    with step_tempdir(subject_dir):
+        return _evaluate(subject_dir, force=force, step=step)
+
+
+def _evaluate(subject_dir, *, force, step):
     import subprocess
     import tempfile
 
     import helpers
 
-    subject_dir = Path(subject_dir)
     log = subject_dir / "logs" / f"{step}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     package_root = str(Path(helpers.__file__).resolve().parent.parent)
@@ -327,10 +364,22 @@ def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, prog
                 status = run_notebook(step, subject_dir, params[step], force=force, subject=subject)
                 force = force or status == "ran"  # later steps depend on this one's output
             result.steps.append((step, status, time.perf_counter() - t))
-            report({"event": "step_done", "step": step, "status": status, "seconds": time.perf_counter() - t, **where})
+            report({"event": "step_done", "step": step, "status": status, "seconds": time.perf_counter() - t,
+                    "note": _step_note(step, subject_dir), **where})
     except Exception as e:  # one subject failing must not stop the others
         result = failed(subject, step, e, dataset=config.dataset)
     return result
+
+
+def _step_note(step, subject_dir):
+    """What the console should say beside a finished step: for loading, what was left out
+    (voxels, broken volumes, clipped values, a thresholded probability mask)."""
+    if step != SUBJECT_NOTEBOOKS[0]:
+        return ""
+    from helpers.data import load_note
+
+    meta = Path(subject_dir) / "subject.json"
+    return load_note(json.loads(meta.read_text()).get("info", {})) if meta.is_file() else ""
 
 
 def _newest(paths):

@@ -91,7 +91,8 @@ class Console:
             with self._lock:
                 self._state = None
             who = f"{event['dataset']}/{event['subject']}"
-            self.print(f"  {who}  {event['step']:<22} {event['status']:<8} {duration(event['seconds'])}")
+            note = f"  ({event['note']})" if event.get("note") else ""
+            self.print(f"  {who}  {event['step']:<22} {event['status']:<8} {duration(event['seconds'])}{note}")
         elif kind == "result":
             result = event["result"]
             if not result.ok:

@@ -647,6 +647,15 @@ def load_dwi(
     indices = np.argwhere(brain)
     signal, b0 = _read_brain_voxels(img, dwi, indices, sel, b0_idx, b0_full)
     del b0_full
+    signal, b0, sel, b0_idx, dropped = _drop_broken_volumes(dwi, signal, b0, sel, b0_idx, bvals)
+    if dropped:
+        dti = bvals[sel] <= dti_max_b
+        check_dti_directions(bvals[sel][dti], bvecs[sel][dti], dti_max_b=dti_max_b, source=str(bval),
+                             all_bvals=bvals, shell=shell)
+        plan["n_dti_directions"] = count_directions(bvecs[sel][dti])
+    negative = np.isfinite(signal) & (signal < 0)
+    n_negative = int(negative.sum())
+    signal[negative] = 0.0  # magnitude data are not negative: clipped, as dipy's fits clip to a floor
     indices, attenuation, s0, b0, excluded = _valid_voxels(dwi, indices, signal, b0)
     del signal
 
@@ -671,6 +680,8 @@ def load_dwi(
         "n_volumes_file": int(img.shape[3]),
         "n_mask_voxels": int(brain.sum()),
         **excluded,
+        "volumes_left_out": dropped,
+        "n_negative_clipped": n_negative,
         "n_voxels": int(len(indices)),
         "voxel_size_mm": [float(v) for v in img.header.get_zooms()[:3]],
         "thin": _tissue.is_thin(grid),
@@ -781,6 +792,68 @@ def _read_brain_voxels(img, dwi, indices, sel, b0_idx, b0_full=None):
         target, j = slots[i]
         target[:, j] = _read(img, (..., i), path=dwi)[ii]
     return signal, b0
+
+
+def _drop_broken_volumes(dwi, signal, b0, sel, b0_idx, bvals):
+    """Leave out volumes that hold no measurement inside the brain: all zero (a dropout, a
+    conversion fault), constant, or NaN/inf everywhere. A diffusion-weighted volume of 0
+    would enter every voxel as attenuation 0; a b0 of 0 would halve every S0.
+
+    Returns
+    -------
+    signal, b0, sel, b0_idx
+        Without the broken columns.
+    dropped : list of str
+        One phrase per volume left out: its index in the file, its b-value, what was wrong.
+
+    Raises
+    ------
+    ValueError
+        Naming the file when every b0 volume is broken.
+    """
+    def broken(values):
+        finite = np.isfinite(values)
+        if not finite.any():
+            return "NaN or infinite in every brain voxel"
+        v = values[finite]
+        if not v.any():
+            return "zero in every brain voxel"
+        if v.min() == v.max():
+            return f"constant ({float(v[0]):g}) in every brain voxel"
+        return ""
+
+    dropped, keep_sel, keep_b0 = [], [], []
+    for columns, indices, keep in ((signal, sel, keep_sel), (b0, b0_idx, keep_b0)):
+        for j, i in enumerate(indices):
+            why = broken(columns[:, j])
+            if why:
+                dropped.append(f"volume {int(i)} (b={bvals[int(i)]:g}): {why}")
+            else:
+                keep.append(j)
+    if not dropped:
+        return signal, b0, sel, b0_idx, []
+    if not keep_b0:
+        raise ValueError(f"{dwi}: every b0 volume is broken ({'; '.join(dropped)}); S0 cannot be measured")
+    if not keep_sel:
+        raise ValueError(f"{dwi}: every selected diffusion-weighted volume is broken ({'; '.join(dropped)})")
+    return (signal[:, keep_sel], b0[:, keep_b0], np.asarray(sel)[keep_sel], np.asarray(b0_idx)[keep_b0], dropped)
+
+
+def load_note(info):
+    """One line on what loading left out, for the console: voxels excluded, volumes left
+    out, negative values clipped; "" when nothing was."""
+    parts = []
+    voxels = int(info.get("n_excluded_nonpositive_or_nonfinite_s0", 0)) + int(info.get("n_excluded_nonfinite_signal", 0))
+    if voxels:
+        parts.append(f"{voxels:,} brain voxel(s) left out ({info.get('n_excluded_nonpositive_or_nonfinite_s0', 0)} "
+                     f"S0 <= 0 or not finite, {info.get('n_excluded_nonfinite_signal', 0)} non-finite signal)")
+    for v in info.get("volumes_left_out", []):
+        parts.append(f"{v}: left out")
+    if info.get("n_negative_clipped"):
+        parts.append(f"{int(info['n_negative_clipped']):,} negative value(s) clipped to 0")
+    if "probability mask" in str(info.get("mask", "")):
+        parts.append(str(info["mask"]).split("; ", 1)[-1])
+    return "; ".join(parts)
 
 
 def _valid_voxels(dwi, indices, signal, b0):

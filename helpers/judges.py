@@ -489,7 +489,7 @@ class CheckResult:
     seconds: dict = field(default_factory=dict)
 
 
-def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, progress=None):
+def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, progress=None, workers=None):
     """Every judge on the real scan and on known answers, for one subject.
 
     Parameters
@@ -501,6 +501,10 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
         Mixing weights (must include 0 and 1).
     progress : callable, optional
         Called with a short text as each stage starts.
+    workers : int, optional
+        Threads scoring scans at once (default: the cores this process may use). The
+        classifiers and kernel sums release the GIL; every score has its own seed, so the
+        numbers do not depend on the number of threads.
 
     Returns
     -------
@@ -525,25 +529,31 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
     t = time.perf_counter()
     say("drawing and judging pseudo-scans")
     scans = {name: panel.scan_data(pseudo_scan(panel, name), reconstruction=True) for name in panel.methods}
-    frames = [_tidy(panel.scores(scan, seed=(1, i)), dataset=dataset, subject=subject, scan=name)
-              for i, (name, scan) in enumerate(scans.items())]
+    tidy = lambda rows, scan: _tidy(rows, dataset=dataset, subject=subject, scan=scan)  # noqa: E731
+    pure = _in_threads(lambda task: tidy(panel.scores(task[1], seed=(1, task[0])), task[2]),
+                       [(i, scan, name) for i, (name, scan) in enumerate(scans.items())], workers)
     seconds["pseudo-scans"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("mixtures of two generators")
     n = panel.subject.n_voxels
+    frames, tasks = list(pure), []
     for i, a in enumerate(panel.methods):
         for j, b in enumerate(panel.methods[i + 1:], start=i + 1):
             for w in weights:
                 if w in (0.0, 1.0):  # the pure ends: the pseudo-scans' own scores
-                    pure = frames[j if w == 0.0 else i]
-                    sel = pure[pure["method"].isin([a, b])].assign(scan=f"{a}+{b}@{w:g}")
-                    frames.append(sel)
-                    continue
-                k = int(round(w * n))
-                mixed = ScanData.join(scans[a].take(np.arange(k)), scans[b].take(np.arange(k, n)))
-                rows = panel.scores(mixed, methods=[a, b], seed=(2, i, j, int(w * 100)))
-                frames.append(_tidy(rows, dataset=dataset, subject=subject, scan=f"{a}+{b}@{w:g}"))
+                    ends = pure[j if w == 0.0 else i]
+                    frames.append(ends[ends["method"].isin([a, b])].assign(scan=f"{a}+{b}@{w:g}"))
+                else:
+                    tasks.append((i, j, a, b, w))
+
+    def mixture(task):
+        i, j, a, b, w = task
+        k = int(round(w * n))
+        mixed = ScanData.join(scans[a].take(np.arange(k)), scans[b].take(np.arange(k, n)))
+        return tidy(panel.scores(mixed, methods=[a, b], seed=(2, i, j, int(w * 100))), f"{a}+{b}@{w:g}")
+
+    frames += _in_threads(mixture, tasks, workers)
     scores = pd.concat(frames, ignore_index=True)
     seconds["mixtures"] = time.perf_counter() - t
 
@@ -562,6 +572,21 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
         frame.insert(0, "dataset", dataset)
     return CheckResult(judges=judges, scores=scores, known=known, mixtures=mixtures, separability=sep,
                        noise=noise, validation=validation, seconds=seconds)
+
+
+def _in_threads(func, tasks, workers):
+    """``[func(t) for t in tasks]``, computed by up to ``workers`` threads, in order."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers <= 1 or len(tasks) <= 1:
+        return [func(t) for t in tasks]
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(func, tasks))
 
 
 def confusion_table(scores):

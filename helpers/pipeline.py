@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers.contract import COLUMNS, DEFAULTS, METRICS, SUBJECT_METHODS, check_methods, method_name, replicate_seeds
@@ -446,6 +447,33 @@ def with_validation(verdict, validation):
     first = {d: i for i, d in enumerate(pd.unique(out["dataset"]))}
     keys = out.assign(_d=out["dataset"].map(first), _v=~out["validated"].astype(bool))
     return keys.sort_values(["_d", "_v"], kind="stable").drop(columns=["_d", "_v"]).reset_index(drop=True)
+
+
+def judge_table(judges, *, confidence=0.95):
+    """Every judge's score per generator on the real scans: mean with its 95% interval.
+
+    The interval is Student's t over the (subject, replicate) values: with one subject it
+    carries training and sampling randomness (each replicate has its own synthetic set),
+    not subject variability.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index (dataset, method); one text column per judge metric, ``mean [low, high]``.
+    """
+    from scipy import stats as sps
+
+    rows = {}
+    for (dataset, method, metric), frame in judges.groupby(["dataset", "method", "metric"], sort=False):
+        v = frame["value"].to_numpy(float)
+        v = v[np.isfinite(v)]
+        if len(v) > 1 and np.ptp(v) > 0:
+            low, high = sps.t.interval(confidence, len(v) - 1, loc=v.mean(), scale=sps.sem(v))
+            text = f"{v.mean():.4g} [{low:.4g}, {high:.4g}]"
+        else:
+            text = f"{v.mean():.4g}" if len(v) else ""
+        rows.setdefault((dataset, method), {})[metric] = text
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "method"])
 
 
 def replicate_table(metrics, *, tissue="all"):

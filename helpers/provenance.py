@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import socket
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,7 @@ def collect(*, config=None, profile=None, subject=None, command=None):
         },
         "git": _git_commit(),
         "machine": {
+            "host": socket.gethostname(),  # which node computed it (a cluster's workers differ)
             "platform": platform.platform(),
             "cpu": _cpu_model(),
             "cpu_count": os.cpu_count(),

@@ -3,6 +3,7 @@ four notebooks, a run killed at a named step (a deterministic fault, not a timer
 resumed, a failing subject beside a good one, shareable HTML, a quiet console; and, without
 notebooks, the orchestration of several datasets."""
 
+import json
 import os
 import re
 import shutil
@@ -100,10 +101,20 @@ def test_outputs_of_every_step_exist(sample_run):
             assert (sd / "models" / m / f"r{r}.keras").is_file()
         for metric in METRICS:
             assert (sd / "metrics" / "maps" / f"{m}_{metric}.nii.gz").is_file()
+    for name in ("judges", "known_answer", "known_answer_scores", "mixtures", "separability", "noise_check", "validation"):
+        assert (sd / "judges" / f"{name}.csv").is_file(), name
+    assert (sd / "judges" / "check.json").is_file()
     summary = sample_run["out"] / "sample" / "summary"
-    for f in ["04_results.ipynb", "04_results.html", "metrics.csv", "stats.csv", "verdict.csv", "provenance.json"]:
+    for f in ["04_results.ipynb", "04_results.html", "metrics.csv", "stats.csv", "verdict.csv", "provenance.json",
+              "known_answer.csv", "validation.csv"]:
         assert (summary / f).is_file(), f
     assert (sample_run["out"] / "sample" / "provenance.json").is_file()
+    # every step's temporary files (TensorFlow's autograph files among them) are gone
+    assert not list(sample_run["out"].rglob("logs/tmp"))
+    assert json.loads((sd / "provenance.json").read_text())["machine"]["host"]
+    verdict = pd.read_csv(summary / "verdict.csv")
+    assert {"judge", "validated", "known_answer"} <= set(verdict.columns)
+    assert list(verdict["validated"]) == sorted(verdict["validated"], reverse=True)  # validated judges first
 
 
 @pytest.mark.slow

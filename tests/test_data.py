@@ -434,7 +434,12 @@ def test_bad_s0_voxels_excluded_and_counted(hcp):
 
 def test_all_s0_bad_is_an_error(hcp):
     data = hcp.data.copy()
-    data[..., hcp.b0_idx] = 0.0
+    data[..., hcp.b0_idx] = 0.0  # every b0 volume zero: each is broken, and named
+    save_nifti(hcp.dwi, data, hcp.affine)
+    with pytest.raises(ValueError, match=_match(hcp.dwi, "every b0 volume is broken", "zero in every brain voxel")):
+        load_hcp(hcp.root, hcp.subject_id)
+    data = hcp.data.copy()
+    data[..., hcp.b0_idx] = -np.abs(data[..., hcp.b0_idx])  # S0 negative everywhere but not constant
     save_nifti(hcp.dwi, data, hcp.affine)
     with pytest.raises(ValueError, match=_match(hcp.dwi, "no brain voxel has a positive, finite S0")):
         load_hcp(hcp.root, hcp.subject_id)
@@ -914,3 +919,36 @@ def test_masks_that_cannot_be_read_as_brain_are_refused(values, message):
 
     with pytest.raises(ValueError, match=f"m.nii.gz: .*{message}"):
         binary_mask(values, path="m.nii.gz")
+
+
+def test_broken_volumes_are_left_out_by_index_and_b_value(tmp_path, rng):
+    """A dropout (a diffusion-weighted volume of zeros) and a constant b0 repeat: both left
+    out by name; the remaining volumes give the known tensors."""
+    from helpers.data import load_note
+
+    labels = _square((6, 6, 3), 1, 5, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, n_b0=3, shells=((1000, 14),))
+    data = scan.data.copy()
+    data[..., 5] = 0.0  # volume 5: a diffusion-weighted volume (the b0s are 0-2)
+    data[..., 1] = 777.0  # volume 1: a b0 repeat that is constant
+    data[0, 0, 0, 8] = -3.0  # one negative value in a brain voxel
+    path = save_nifti(tmp_path / "broken.nii.gz", data, scan.affine)
+    s = load_paths(path, scan.bval, scan.bvec, mask=scan.mask, labels=scan.labels_path)
+    assert s.info["volumes_left_out"] == ["volume 5 (b=1000): zero in every brain voxel",
+                                          "volume 1 (b=0): constant (777) in every brain voxel"]
+    assert s.n_directions == 13 and s.info["n_negative_clipped"] == 1
+    assert s.attenuation.min() >= 0
+    # S0 from the two good b0s: the WM tensors come back (the constant b0 would have biased them)
+    np.testing.assert_allclose(s.tensor().evals[s.wm], np.tile([1.7e-3, 0.3e-3, 0.3e-3], (s.wm.sum(), 1)), rtol=1e-3)
+    note = load_note(s.info)
+    assert "volume 5 (b=1000): zero in every brain voxel: left out" in note and "1 negative value(s) clipped to 0" in note
+
+
+def test_every_b0_broken_is_an_error_naming_the_file(tmp_path, rng):
+    labels = _square((6, 6, 3), 1, 5, 3, 2)
+    scan = build_scan(tmp_path, rng, labels, n_b0=2)
+    data = scan.data.copy()
+    data[..., :2] = np.nan
+    path = save_nifti(tmp_path / "no_b0.nii.gz", data, scan.affine)
+    with pytest.raises(ValueError, match="no_b0.nii.gz: every b0 volume is broken"):
+        load_paths(path, scan.bval, scan.bvec, mask=scan.mask, labels=scan.labels_path)

@@ -52,3 +52,14 @@ def test_replicate_table_is_mean_and_sd_over_replicates():
     rows += [("d", "s", "Syn", 0, "signal_mae", "WM", 9.0)]  # another tissue: not in the table
     table = replicate_table(pd.DataFrame(rows, columns=list(COLUMNS)))
     assert table.loc[("d", "Syn"), "signal_mae"] == "0.2 ± 0.1"
+
+
+def test_judge_table_gives_the_mean_and_a_t_interval_over_replicates():
+    from helpers.pipeline import judge_table
+
+    rows = [("d", "s", "A", r, "c2st_accuracy", "all", v) for r, v in enumerate([0.6, 0.7, 0.8])]
+    rows += [("d", "s", "B", 0, "c2st_accuracy", "all", 0.5)]
+    table = judge_table(pd.DataFrame(rows, columns=list(COLUMNS)))
+    # mean 0.7, sd 0.1, n 3: half-width t(0.975, 2) x 0.1 / sqrt(3) = 4.3027 x 0.057735 = 0.24841
+    assert table.loc[("d", "A"), "c2st_accuracy"] == "0.7 [0.4516, 0.9484]"
+    assert table.loc[("d", "B"), "c2st_accuracy"] == "0.5"  # one value: no interval
