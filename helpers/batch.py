@@ -232,11 +232,15 @@ def step_tempdir(out_dir):
     """``TMPDIR`` for the processes a step starts, under ``out_dir``, removed afterwards
     (also after a failure; a killed run's leftovers go with the next run's)."""
     import shutil
+    import tempfile
 
+    # This process's own temporary folder is fixed now, before TMPDIR changes: Python reads
+    # TMPDIR once, on first use, and a step's folder is removed when the step ends.
+    tempfile.gettempdir()
     folder = Path(out_dir) / TMP_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(folder)  # children inherit it; this process's tempfile keeps its own
+    os.environ["TMPDIR"] = str(folder)  # the step's processes inherit it
     try:
         yield folder
     finally:

@@ -352,3 +352,23 @@ def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
     while time.monotonic() < deadline and _tagged(tag):
         time.sleep(0.5)
     assert _tagged(tag) == []
+
+
+def test_a_steps_temporary_folder_is_its_own_and_goes_with_it(tmp_path, monkeypatch):
+    """The step's processes get TMPDIR under the results folder; this process keeps its
+    own temporary folder (Python reads TMPDIR once), and the step's folder is removed."""
+    import tempfile
+
+    from helpers.batch import TMP_FOLDER, step_tempdir
+
+    outside = Path(tempfile.mkdtemp())
+    monkeypatch.setenv("TMPDIR", str(outside))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # as in a fresh process: not read yet
+    with step_tempdir(tmp_path / "subject") as folder:
+        assert folder == tmp_path / "subject" / TMP_FOLDER and folder.is_dir()
+        assert os.environ["TMPDIR"] == str(folder)
+        assert tempfile.gettempdir() == str(outside)  # not the step's folder
+    assert not folder.exists() and os.environ["TMPDIR"] == str(outside)
+    with step_tempdir(tmp_path / "other"):
+        pass
+    assert tempfile.gettempdir() == str(outside)
