@@ -54,6 +54,7 @@ from pathlib import Path
 from helpers.config import NOTEBOOK_DIR, load_config, load_profile
 from helpers.console import Console, duration
 from helpers.io import atomic_path
+from helpers.lock import LockedError, results_lock
 from helpers.processes import die_with_parent
 from helpers.results import SubjectResult, failed
 
@@ -683,20 +684,56 @@ def run_command(args, *, console=None):
     console = console or Console()
     try:
         plan, problems, _ = check_inputs(args.configs, profile=args.profile, subjects=args.subjects)
+        problems += run_problems(out=args.out, scheduler=args.scheduler)
         if problems:
             _print_problems(console, problems, "Nothing ran: {} in the inputs")
             return 2
         n = sum(len(ids) for _, ids, _ in plan)
         console.print(f"SynthQA {__version__}: {len(plan)} dataset{'s' if len(plan) != 1 else ''}, {n} subject{'s' if n != 1 else ''}, inputs checked in {duration(time.perf_counter() - t0)}")
         command = getattr(args, "command_line", None) or " ".join(map(shlex.quote, sys.argv))
-        outcome = run_datasets(plan, jobs=args.jobs, out=args.out, force=args.force, scheduler=args.scheduler,
-                               progress=console, command=command)
+        try:
+            with results_lock(Path(args.out or "results"), command=command) as note:
+                if note:
+                    console.print(f"  {note}")
+                outcome = run_datasets(plan, jobs=args.jobs, out=args.out, force=args.force, scheduler=args.scheduler,
+                                       progress=console, command=command)
+        except LockedError as e:
+            console.print(str(e), error=True)
+            return 2
         profiles = {config.results_dir(args.out).resolve(): name for config, _, name in plan}
         if len({name for _, _, name in plan}) == 1:
             profiles.update({folder: plan[0][2] for folder in outcome})
         return _final_summary(outcome, console, time.perf_counter() - t0, profiles=profiles)
     finally:
         console.close()
+
+
+def run_problems(*, out=None, scheduler=None, timeout=3.0):
+    """What would stop a run that the configs do not say: an output folder that is a file,
+    a scheduler address that is mistyped or cannot be reached (tried for ``timeout``
+    seconds). Each problem is one line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    problems = []
+    target = Path(out or "results")
+    if target.exists() and not target.is_dir():
+        problems.append(f"--out {target}: is a file, not a folder; give a folder for the results")
+    if scheduler and scheduler != "local":
+        text = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+        parts = urlsplit(text)
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if parts.scheme not in ("tcp", "tls", "ws", "wss") or not host or not port:
+            problems.append(f"--scheduler {scheduler!r}: not 'local' nor an address like tcp://HOST:PORT")
+        else:
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+            except OSError as e:
+                problems.append(f"--scheduler {scheduler}: cannot reach a Dask scheduler there within {timeout:g} s ({e.strerror or e})")
+    return problems
 
 
 def check_command(args, *, console=None):

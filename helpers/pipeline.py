@@ -197,10 +197,12 @@ JUDGE_TABLES = ("judges", "known_answer", "known_answer_scores", "mixtures", "se
 """Tables :func:`judge_subject` writes in ``judges/`` (CSV), with ``check.json`` last."""
 
 
-def judge_subject(subject_dir, *, force=False, n_judge=DEFAULTS["judge_voxels"], progress=None):
+def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
     """Every judge on the real scan and the known-answer check (:mod:`helpers.judges`).
 
-    Reads the subject and every trained model; writes ``judges/<table>.csv`` for each of
+    ``n_judge`` (voxels per judge set and classifier) defaults to the training profile's
+    ``judge_voxels`` (2,000; the quick profile 500). Reads the subject and every trained
+    model; writes ``judges/<table>.csv`` for each of
     :data:`JUDGE_TABLES` and ``judges/check.json`` (settings, seconds per stage), which
     marks the step complete. Skips the work when ``check.json`` is newer than the models,
     unless ``force``.
@@ -220,13 +222,19 @@ def judge_subject(subject_dir, *, force=False, n_judge=DEFAULTS["judge_voxels"],
     training, paths = _trained_models(subject_dir)
     newest = max([p.stat().st_mtime for p in paths.values()] + [(subject_dir / "models" / "training.json").stat().st_mtime])
     if not force and done.is_file() and done.stat().st_mtime >= newest:
-        return {name: read_table(out / f"{name}.csv") for name in JUDGE_TABLES}
+        # the tables name the subject by where its results live (a copied folder is renamed)
+        ds, sid = subject_dir.parent.name, subject_dir.name
+        tables = {name: read_table(out / f"{name}.csv") for name in JUDGE_TABLES}
+        return {name: t.assign(dataset=ds, subject=sid) if {"dataset", "subject"} <= set(t.columns) else t
+                for name, t in tables.items()}
     started = time.perf_counter()
     subject = Subject.load(subject_dir)
     ds, sid = subject_dir.parent.name, subject_dir.name
     subject.info.update(dataset=ds, subject=sid)
     specs = {method_name(m): m for m in training["methods"]}
     models = {key: load_model(p) for key, p in paths.items()}
+    if n_judge is None:  # the profile's (a quick smoke test judges fewer voxels)
+        n_judge = int(training.get("profile", {}).get("judge_voxels", DEFAULTS["judge_voxels"]))
     panel = JudgePanel(subject, models, specs, seed=int(training["seed"]), snr=training["snr"],
                        min_pool=training["min_pool"], wm_fa_min=training["wm_fa_min"], n_judge=n_judge)
     t_panel = time.perf_counter() - started

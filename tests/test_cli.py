@@ -224,3 +224,42 @@ def test_ctrl_c_prints_one_line_and_exits_130(capsys):
 
     assert batch.interruptible(interrupted, None) == 130
     assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume"
+
+
+def test_out_as_a_file_and_bad_scheduler_addresses_exit_2_in_seconds(tmp_path):
+    import socket
+
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    for extra, message in [(["--out", a_file], "is a file, not a folder"),
+                           (["--scheduler", "lcoal"], "not 'local' nor an address like tcp://HOST:PORT"),
+                           (["--scheduler", f"tcp://127.0.0.1:{port}"], "cannot reach a Dask scheduler there")]:
+        done, seconds = _cli("run", SAMPLE, "--profile", "quick", "--out", tmp_path / "r", *extra)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, extra
+        assert message in done.stderr, (extra, done.stderr)
+        assert seconds < 60
+
+
+def test_a_second_run_on_the_same_results_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    import json
+    import os
+    import socket
+
+    from helpers.lock import LOCK_NAME, LockedError, results_lock
+
+    with results_lock(tmp_path, command="synthqa run a.yaml"):
+        held = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        with pytest.raises(LockedError, match=rf"pid {os.getpid()}, host {socket.gethostname()}, started .*synthqa run a.yaml"):
+            with results_lock(tmp_path):
+                pass
+    assert not (tmp_path / LOCK_NAME).exists()  # released
+    # a lock left by a process that no longer exists is taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "then"}))
+    with results_lock(tmp_path) as note:
+        assert f"took over the lock of run {int(dead.stdout)}" in note
