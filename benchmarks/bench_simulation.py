@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,14 @@ from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 
 from helpers.contract import METHODS, PAPER_METHODS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_force, beside this file
+import bench_force  # noqa: E402
+from bench_force import median_time  # noqa: E402  (one timing rule for both benchmarks)
 from helpers.data import load_sample
 from helpers.simulation import draw_mixture, simulate, tissue_pools
 
 N_VOXELS = 300_000
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv=None):
@@ -83,9 +77,6 @@ def main(argv=None):
     print(f"{'Syn per_voxel':14s} {t:6.3f} s per {n_voxels} voxels (noise σ drawn per voxel from the subject's σ/S0)")
     speedup = n_voxels / slowest / dipy_rate
     print(f"speedup {speedup:.0f}x vs dipy multi_tensor (the paper's four tensor generators); slowest {slowest:.2f} s per {n_voxels} voxels")
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_force
 
     bench_force.main(["--tiny"] if args.tiny else ["--repeats", str(args.repeats)])
 
