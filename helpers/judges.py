@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, JUDGE_LABELS, SUBJECT_METHODS, judge_seed, method_name
+from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, SUBJECT_METHODS, judge_seed, method_name
 from helpers.metrics import voxel_errors
 from helpers.realism import c2st, invariant_features, mmd, wasserstein_1d
 from helpers.simulation import simulate, tissue_pools
@@ -618,7 +618,3 @@ def confusion_table(scores):
                          "first": int(rec["count"]), "n": int(rec["n"])})
     return pd.DataFrame(rows, columns=["dataset", "judge", "metric", "truth", "method", "first", "n"])
 
-
-def judge_label(judge):
-    """A judge's name in prose (:data:`helpers.contract.JUDGE_LABELS`)."""
-    return JUDGE_LABELS.get(judge, judge)

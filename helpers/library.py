@@ -36,15 +36,28 @@ import numpy as np
 
 from helpers.contract import DEFAULTS
 
-__all__ = ["ANGLE_TOLERANCE_DEG", "LIBRARY_RANGE", "Library", "load_library", "match_columns", "draw_library"]
+__all__ = ["ANGLE_TOLERANCE_DEG", "ATTENUATION_RANGE", "LIBRARY_RANGE", "check_attenuation_range", "Library", "load_library", "match_columns", "draw_library"]
 
 ANGLE_TOLERANCE_DEG = 2.0
 """A library column's direction matches a subject volume's when they are at most this far
 apart up to sign (gradient tables are stored rounded, and flipped in some conventions)."""
 
-LIBRARY_RANGE = (0.0, 1.5)
-"""Allowed attenuations of a library after dividing by S0 (as for a researcher's own
-generator): catches signals in the wrong units, a wrong S0 or a wrong sign."""
+ATTENUATION_RANGE = (0.0, 1.5)
+"""Allowed clean attenuations of a generator that is not built in (a researcher's function,
+a library after dividing by S0). Attenuation is physically in [0, 1]; the headroom admits
+models with slight overshoot (e.g. a fitted S0 above 1) while still catching signals in
+scanner units, a wrong S0 or a wrong sign."""
+
+LIBRARY_RANGE = ATTENUATION_RANGE
+
+
+def check_attenuation_range(values, what, expected):
+    """Raise ``ValueError`` ("<what> values outside [0, 1.5] (min .., max ..); <expected>")
+    when ``values`` leave :data:`ATTENUATION_RANGE`."""
+    lo, hi = ATTENUATION_RANGE
+    vmin, vmax = float(np.min(values)), float(np.max(values))
+    if vmin < lo or vmax > hi:
+        raise ValueError(f"{what} values outside [{lo:g}, {hi:g}] (min {vmin:.4g}, max {vmax:.4g}); {expected}")
 
 
 @dataclass(frozen=True)
@@ -136,13 +149,8 @@ def load_library(path, *, b0_threshold=DEFAULTS["b0_threshold"]):
         bad = int((~(np.isfinite(s0) & (s0 > 0))).sum())
         raise ValueError(f"{path}: {bad} voxel(s) have an S0 that is not a positive number ({source})")
     attenuation = signals / s0[:, None]
-    lo, hi = LIBRARY_RANGE
-    vmin, vmax = float(attenuation.min()), float(attenuation.max())
-    if vmin < lo or vmax > hi:
-        raise ValueError(
-            f"{path}: signals divided by S0 ({source}) reach {vmin:.4g} to {vmax:.4g}, outside [{lo:g}, {hi:g}]; "
-            "expected noise-free signals with their S0"
-        )
+    check_attenuation_range(attenuation, f"{path}: signals divided by S0 ({source}) have",
+                            "expected noise-free signals with their S0")
     n_unique = int(len(np.unique(attenuation, axis=0)))
     return Library(path=path, attenuation=attenuation.astype(np.float32), bvals=bvals, bvecs=bvecs,
                    n_unique=n_unique, s0_source=source)

@@ -52,7 +52,7 @@ from helpers.contract import (
     parse_noise,
     parse_snr,
 )
-from helpers.library import draw_library, load_library, match_columns
+from helpers.library import ATTENUATION_RANGE, check_attenuation_range, draw_library, load_library, match_columns
 
 __all__ = [
     "Mixture",
@@ -80,10 +80,8 @@ SYN_CSF_D = 3e-3
 """Syn's isotropic CSF diffusivity, mm²/s (the method paper's value)."""
 FREE_WATER_D = 3e-3
 """RandomWM's free-water diffusivity, mm²/s."""
-PLUGIN_RANGE = (0.0, 1.5)
-"""Allowed values of a user generator's clean attenuation. Attenuation is physically in
-[0, 1]; the headroom admits models with slight overshoot (e.g. a fitted S0 above 1) while
-still catching signals in scanner units or a wrong sign."""
+PLUGIN_RANGE = ATTENUATION_RANGE
+"""Allowed values of a user generator's clean attenuation (:data:`helpers.library.ATTENUATION_RANGE`)."""
 
 
 @dataclass(frozen=True)
@@ -545,13 +543,7 @@ def _check_attenuation(values, n, m, spec):
         raise ValueError(f"{where} returned {nan} NaN value(s); every value must be a finite attenuation")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{where} returned infinite value(s); every value must be a finite attenuation")
-    lo, hi = PLUGIN_RANGE
-    vmin, vmax = float(values.min()), float(values.max())
-    if vmin < lo or vmax > hi:
-        raise ValueError(
-            f"{where} returned values outside [{lo:g}, {hi:g}] (min {vmin:.4g}, max {vmax:.4g}); "
-            "expected clean attenuation S/S0 with S0 = 1"
-        )
+    check_attenuation_range(values, f"{where} returned", "expected clean attenuation S/S0 with S0 = 1")
     return values.astype(np.float32)
 
 
