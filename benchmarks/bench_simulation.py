@@ -32,7 +32,7 @@ from helpers.contract import METHODS, PAPER_METHODS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_force, beside this file
 import bench_force  # noqa: E402
 from bench_force import median_time  # noqa: E402  (one timing rule for both benchmarks)
-from helpers.data import load_sample
+from helpers.layouts import load_sample
 from helpers.simulation import draw_mixture, simulate, tissue_pools
 
 N_VOXELS = 300_000

@@ -52,7 +52,7 @@ def main(argv=None):
         make([str(args.root), "--subject", args.subject])
 
     from helpers.autoencoder import build_autoencoder, reconstruct, train_autoencoder
-    from helpers.data import load_hcp, load_sample
+    from helpers.layouts import load_hcp, load_sample
     from helpers.metrics import evaluate
     from helpers.simulation import simulate, tissue_pools
 

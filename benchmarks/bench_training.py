@@ -356,7 +356,7 @@ def parallel_comparison(args):
 def bench_subject(*, seed=0, shape=(10, 10, 10), snr=20.0):
     """A hand-built subject for the parallel part: one tensor per voxel (random
     eigenvalues and orientation) on 64 directions at b = 1000 s/mm², Rician noise."""
-    from helpers.data import Subject
+    from helpers.subject import Subject
 
     rng = np.random.default_rng(seed)
     indices = np.argwhere(np.ones(shape, dtype=bool))

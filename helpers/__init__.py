@@ -19,7 +19,11 @@ Modules, one concern each (numerical kernels first; they import only each other 
 - :mod:`helpers.training`    replicate models per method, trained in parallel processes
 - :mod:`helpers.io`          atomic writes (temporary name, then rename)
 - :mod:`helpers.config`      project paths, dataset configs, profiles (quick, paper)
-- :mod:`helpers.data`        loading real scans into a :class:`~helpers.data.Subject`
+- :mod:`helpers.gradients`   gradient tables: reading and checking b-values/b-vectors, shells
+- :mod:`helpers.subject`     the :class:`~helpers.subject.Subject`: one scan's brain voxels, saved and read back
+- :mod:`helpers.loading`     reading a real scan into a Subject: mask, broken volumes, noise, tissue
+- :mod:`helpers.layouts`     dataset layouts (sample, HCP, BIDS, explicit paths) and a config's subjects
+- :mod:`helpers.inspection`  ``synthqa check``: a subject's files checked from headers and gradient tables
 - :mod:`helpers.datasets`    fetching the example in-vivo scan, pinned by hash
 - :mod:`helpers.figures`     plotly figures
 - :mod:`helpers.report`      the verdict-first text of the summary report

@@ -381,7 +381,7 @@ def _step_note(step, subject_dir):
     (voxels, broken volumes, clipped values, a thresholded probability mask)."""
     if step != SUBJECT_NOTEBOOKS[0]:
         return ""
-    from helpers.data import load_note
+    from helpers.loading import load_note
 
     meta = Path(subject_dir) / "subject.json"
     return load_note(json.loads(meta.read_text()).get("info", {})) if meta.is_file() else ""
@@ -435,7 +435,7 @@ def _select(config, subjects, *, strict):
 
 
 def _summary_of(info):
-    """A few words on one inspected subject, from :func:`helpers.data.inspect_subject`."""
+    """A few words on one inspected subject, from :func:`helpers.inspection.inspect_subject`."""
     if not isinstance(info, dict):
         return ""
     words = []
@@ -464,7 +464,7 @@ def check_inputs(config_paths, *, profile=None, subjects=None):
     notes : list of str
         One line per subject checked, for the OK summary.
     """
-    from helpers.data import inspect_subject
+    from helpers.inspection import inspect_subject
 
     plan, problems, notes, datasets = [], [], [], {}
     strict = len(config_paths) == 1

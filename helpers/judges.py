@@ -152,7 +152,7 @@ class JudgePanel:
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
         The real subject (its gradient table, pools and noise).
     models : dict
         (table name, replicate) -> a trained keras autoencoder.

@@ -137,7 +137,7 @@ def evaluate(subject, reconstructions):
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
     reconstructions : dict
         ``(method, replicate)`` (or a bare method name, replicate 0) -> (n, m)
         reconstruction of ``subject.attenuation``, or a callable that returns it (then only

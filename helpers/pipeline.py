@@ -162,7 +162,7 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     pandas.DataFrame
         The tidy metrics table.
     """
-    from helpers.data import Subject
+    from helpers.subject import Subject
     from helpers.metrics import evaluate, mean_errors, write_error_maps
 
     subject_dir = Path(subject_dir)
@@ -213,7 +213,7 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
         Table name -> DataFrame (read back when skipped).
     """
     from helpers.autoencoder import load_model
-    from helpers.data import Subject
+    from helpers.subject import Subject
     from helpers.judges import JudgePanel, known_answer_check
 
     subject_dir = Path(subject_dir)

@@ -565,7 +565,7 @@ def feature_sets(
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
     methods : sequence of str
         Method specs the subject supports (the caller filters).
     n : int
@@ -617,7 +617,7 @@ def realism_table(
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
     methods : sequence of str
         Method specs the subject supports (the caller filters).
     n, seed, snr, noise, min_pool, wm_fa_min

@@ -298,7 +298,7 @@ def tissue_pools(subject, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
     min_pool : int
         Fewest voxels a pool may have.
     wm_fa_min : float
@@ -678,7 +678,7 @@ def simulate(
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
         Gives the gradient table (every selected volume, each with its own b-value), the
         tissue pools and the noise estimate.
     method : str

@@ -124,7 +124,7 @@ def replicate_data(
 
     Parameters
     ----------
-    subject : helpers.data.Subject
+    subject : helpers.subject.Subject
     method : str
         A built-in name or ``package.module:function``.
     replicate : int
@@ -174,7 +174,7 @@ class _Worker:
     @property
     def subject(self):
         if self._subject is None:
-            from helpers.data import Subject
+            from helpers.subject import Subject
 
             self._subject = Subject.load(self.subject_dir)
             self._subject.info.update(_folder_names(self.subject_dir))

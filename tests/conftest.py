@@ -7,12 +7,15 @@ loader should return by hand, without calling the code it is testing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from helpers.layouts import load_hcp
 
 SEED = 20240611
 
@@ -280,3 +283,32 @@ def build_scan(folder, rng, labels, *, n_b0=3, shells=((1000, 12),), dtype=np.fl
         dwi=dwi, bval=bval, bvec=bvec, mask=mask, labels_path=label_path, labels=labels, affine=affine,
         shape=labels.shape, bvals=bvals, bvecs=bvecs, D=D, s0=s0_map, data=data,
     )
+
+
+# ----------------------------------------------------------------------------- loading tests
+# Shared by test_gradients, test_subject, test_loading, test_layouts and test_inspection;
+# hcp_subject is the one fixture here that calls the loader (the HCP fixture through load_hcp).
+
+
+def _row(subject, voxel):
+    """The row of ``subject`` holding grid voxel ``voxel`` (fails if absent)."""
+    rows = np.flatnonzero((subject.indices == np.asarray(voxel)).all(axis=1))
+    assert rows.size == 1, f"voxel {voxel} found {rows.size} times"
+    return int(rows[0])
+
+
+def _match(path, *words):
+    """A regex requiring the file name and each word, in any order."""
+    parts = [re.escape(str(path))] + [re.escape(w) for w in words]
+    return "".join(f"(?=[\\s\\S]*{p})" for p in parts)
+
+
+@pytest.fixture
+def hcp_subject(hcp):
+    return load_hcp(hcp.root, hcp.subject_id, dataset="hcp")
+
+
+def _square(shape, lo, hi, code, fill):
+    labels = np.full(shape, fill, np.int16)
+    labels[lo:hi, lo:hi, :] = code
+    return labels

@@ -181,7 +181,7 @@ def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys, 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(examples), os.environ.get("PYTHONPATH")])))
     monkeypatch.syspath_prepend(str(examples))
     # a library of saved signals (Syn's noise-free voxels on the sample's table, with s0)
-    from helpers.data import load_sample
+    from helpers.layouts import load_sample
     from helpers.simulation import simulate
 
     sample = load_sample()

@@ -24,7 +24,7 @@ from scipy import stats
 
 from helpers.autoencoder import DenseForward, build_autoencoder, encode, reconstruct
 from helpers.contract import COLUMNS, judge_seed, replicate_seeds
-from helpers.data import load_sample
+from helpers.layouts import load_sample
 from helpers.judges import (
     JudgePanel,
     confusion_table,

@@ -100,7 +100,7 @@ def test_a_library_runs_as_a_generator_on_a_subject(tmp_path):
     """dipy's sample as the subject; a library saved like dipy's FORCE output (S0 = 100,
     one b0 column) on the sample's own table, in reverse order."""
     from helpers.contract import check_methods, method_name
-    from helpers.data import load_sample
+    from helpers.layouts import load_sample
     from helpers.simulation import describe_generator, simulate
 
     subject = load_sample()

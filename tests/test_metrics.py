@@ -7,7 +7,7 @@ import pytest
 from dipy.core.gradients import gradient_table
 from dipy.reconst.dti import TensorModel
 
-from helpers.data import Subject
+from helpers.subject import Subject
 from helpers.contract import COLUMNS
 from helpers.metrics import angle_deg, evaluate, mean_errors, summarise, voxel_errors, write_error_maps
 

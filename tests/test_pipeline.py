@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from helpers.contract import COLUMNS
-from helpers.data import Subject
+from helpers.subject import Subject
 from helpers.pipeline import _collapsed_detail, replicate_table, supported_methods
 
 

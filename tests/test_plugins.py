@@ -19,7 +19,7 @@ from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 from scipy import integrate, special
 
-from helpers.data import Subject
+from helpers.subject import Subject
 from helpers.simulation import call_plugin, method_support, simulate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
@@ -190,7 +190,7 @@ def test_ball_stick_generator_mean_signal_matches_its_parameter_ranges():
 
 
 def test_ball_stick_through_simulate_on_the_sample():
-    from helpers.data import load_sample
+    from helpers.layouts import load_sample
 
     subject = load_sample()
     clean, noisy = simulate(subject, "ball_stick:ball_stick", 500, seed=3, snr=30.0)

@@ -20,7 +20,7 @@ from scipy import stats
 from conftest import random_rotations, tensor_signal
 from helpers import realism
 from helpers.contract import COLUMNS
-from helpers.data import load_sample
+from helpers.layouts import load_sample
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from dipy.sims.voxel import single_tensor as dipy_single_tensor
 from scipy import special, stats
 from scipy.spatial.transform import Rotation
 
-from helpers.data import Subject
+from helpers.subject import Subject
 from helpers.simulation import (
     Mixture,
     add_rician_noise,

@@ -19,7 +19,7 @@ import pytest
 
 from helpers import autoencoder as ae
 from helpers import contract, training
-from helpers.data import Subject
+from helpers.subject import Subject
 from helpers.simulation import simulate
 
 SHAPE = (6, 6, 6)
