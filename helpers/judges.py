@@ -444,7 +444,7 @@ def validate(known, mixtures):
     for (ds, sid, metric), frame in known.groupby(["dataset", "subject", "metric"], sort=False):
         mix = mixtures[(mixtures["metric"] == metric) & (mixtures["subject"] == sid) & (mixtures["dataset"] == ds)]
         named, acceptable, cases = int(frame["correct"].sum()), int(frame["acceptable"].sum()), len(frame)
-        sep_mix = mix[mix["separable"]]
+        sep_mix = mix[mix["separable"].astype(bool)]  # empty (one generator): an object column
         mix_ok = int(sep_mix["ok"].sum())
         reasons = []
         if cases < 2:

@@ -209,6 +209,20 @@ def test_validate_by_hand():
     assert out.loc["bad", "reason"] == "named A for B; mixtures not followed: A vs B"
 
 
+def test_one_generator_validates_nothing_and_breaks_nothing():
+    """With one generator there are no pairs: no mixtures, nothing told apart, and every
+    judge reads 'not validated' with the reason (a run of one generator once failed here)."""
+    scores = pd.DataFrame(columns=["dataset", "subject", "scan", "method", "replicate", "metric", "value"])
+    separable = pd.DataFrame(columns=["a", "b", "accuracy", "p", "separable"])
+    mixtures = mixture_preferences(scores, separable)
+    assert mixtures.empty and "ok" in mixtures.columns
+    known = pd.DataFrame({"dataset": "d", "subject": "s", "judge": "two_sample", "metric": ["c2st_accuracy"],
+                          "truth": ["A"], "picked": ["A"], "correct": [True], "acceptable": [True]})
+    row = validate(known, mixtures).iloc[0]
+    assert not row["validated"] and row["reason"] == "one generator: nothing to tell apart"
+    assert row["mixtures"] == 0 and row["mixtures_ok"] == 0
+
+
 def test_a_dataset_is_validated_only_when_every_subject_is():
     verdict = pd.DataFrame({"dataset": ["d", "d"], "metric": ["c2st_accuracy", "signal_mae"],
                             "best": ["A", "A"], "runner_up": ["B", "B"]})
