@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulation.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_subject.py
+	$(BIN)/python benchmarks/bench_memory.py --profile quick --jobs 2
 
 clean:
 	rm -rf results .pytest_cache

@@ -121,15 +121,20 @@ def quiet_logging():
 # --------------------------------------------------------------------------- one notebook
 
 
-def _kernel_manager_class(log_path):
-    """A kernel manager whose kernel runs with :data:`KERNEL_ENV` and writes its own
+def _kernel_manager_class(log_path, tmp, cores=None):
+    """A kernel manager whose kernel runs with :func:`step_env` and writes its own
     stdout/stderr (the ``[IPKernelApp]`` warnings, TensorFlow's start-up lines, a crash's
-    last words) to ``log_path`` instead of the console."""
+    last words) to ``log_path`` instead of the console. Its connection file is written in
+    the step's temporary folder ``tmp`` (jupyter_client's default is the system's)."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
 
     class QuietKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
-            kw["env"] = {**(kw.get("env") or os.environ), **KERNEL_ENV}
+            if not self.connection_file:
+                self.connection_file = str(Path(tmp) / f"kernel-{uuid.uuid4().hex}.json")
+            kw["env"] = {**(kw.get("env") or os.environ), **step_env(tmp, cores)}
             kw["preexec_fn"] = functools.partial(die_with_parent, os.getpid())  # dies with the runner
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as log:  # the kernel keeps its own copy of the handle
@@ -162,7 +167,7 @@ def _kernel_name():
     return "synthqa" if "synthqa" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def run_notebook(name, out_dir, parameters, *, force=False, subject=""):
+def run_notebook(name, out_dir, parameters, *, force=False, subject="", cores=None):
     """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir`` and render it.
 
     The executed notebook is written to a temporary name, rendered to HTML
@@ -183,11 +188,12 @@ def run_notebook(name, out_dir, parameters, *, force=False, subject=""):
 
     out_dir = Path(out_dir)
     out = out_dir / f"{name}.ipynb"
-    with step_tempdir(out_dir):
-        return _run_notebook(name, out_dir, out, parameters, force=force, subject=subject, render_html=render_html)
+    with step_tempdir(out_dir) as tmp:
+        return _run_notebook(name, out_dir, out, parameters, force=force, subject=subject, render_html=render_html,
+                             step_tmp=tmp, cores=cores)
 
 
-def _run_notebook(name, out_dir, out, parameters, *, force, subject, render_html):
+def _run_notebook(name, out_dir, out, parameters, *, force, subject, render_html, step_tmp, cores):
     import papermill as pm
 
     html = out.with_suffix(".html")
@@ -206,7 +212,7 @@ def _run_notebook(name, out_dir, out, parameters, *, force, subject, render_html
                 str(tmp),
                 parameters=parameters,
                 kernel_name=_kernel_name(),
-                kernel_manager_class=_kernel_manager_class(log),
+                kernel_manager_class=_kernel_manager_class(log, step_tmp, cores),
                 cwd=str(out_dir),
                 progress_bar=False,
                 log_output=False,
@@ -230,26 +236,39 @@ traced function — relative to the results folder; removed when the step ends."
 
 @contextlib.contextmanager
 def step_tempdir(out_dir):
-    """``TMPDIR`` for the processes a step starts, under ``out_dir``, removed afterwards
-    (also after a failure; a killed run's leftovers go with the next run's)."""
-    import shutil
-    import tempfile
+    """The temporary folder of the processes a step starts, under ``out_dir``; removed
+    afterwards (also after a failure; a killed run's leftovers go with the next run's).
 
-    # This process's own temporary folder is fixed now, before TMPDIR changes: Python reads
-    # TMPDIR once, on first use, and a step's folder is removed when the step ends.
-    tempfile.gettempdir()
+    This process's environment is left alone (a Dask worker runs several subjects in
+    threads of one process): the step's processes get the folder through :func:`step_env`.
+    """
+    import shutil
+
     folder = Path(out_dir) / TMP_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(folder)  # the step's processes inherit it
     try:
         yield folder
     finally:
-        if before is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = before
         shutil.rmtree(folder, ignore_errors=True)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""The numeric libraries' thread counts, set to a subject's cores in its steps' processes."""
+
+
+def step_env(tmp, cores=None):
+    """The environment of a step's processes: this process's, :data:`KERNEL_ENV`, and
+    ``TMPDIR`` set to the step's temporary folder ``tmp`` (inherited by the training
+    workers, so TensorFlow's autograph files land there too).
+
+    With ``cores``, the BLAS/OpenMP thread counts (:data:`THREAD_VARIABLES`) are set to
+    it: a subject computes with the cores it was given, and with the same cores gives the
+    same bits wherever it runs (a Dask nanny sets them to 1; a float32 sum's rounding
+    depends on how the threads split it)."""
+    env = {**os.environ, **KERNEL_ENV, "TMPDIR": str(tmp)}
+    if cores:
+        env.update({name: str(int(cores)) for name in THREAD_VARIABLES})
+    return env
 
 
 def remove_stale_temporaries(folders):
@@ -299,7 +318,7 @@ except Exception as e:
 """
 
 
-def evaluate(subject_dir, *, force=False, step=EVALUATE):
+def evaluate(subject_dir, *, force=False, step=EVALUATE, cores=None):
     """:func:`helpers.pipeline.evaluate_subject` (``step="evaluate"``) or
     :func:`helpers.pipeline.judge_subject` (``step="known_answers"``: every judge on the
     real scan and the known-answer check) in a process of its own.
@@ -309,11 +328,11 @@ def evaluate(subject_dir, *, force=False, step=EVALUATE):
     runner's memory does not grow with each subject's models. Returns "ran".
     """
     subject_dir = Path(subject_dir)
-    with step_tempdir(subject_dir):
-        return _evaluate(subject_dir, force=force, step=step)
+    with step_tempdir(subject_dir) as tmp:
+        return _evaluate(subject_dir, force=force, step=step, tmp=tmp, cores=cores)
 
 
-def _evaluate(subject_dir, *, force, step):
+def _evaluate(subject_dir, *, force, step, tmp, cores):
     import subprocess
     import tempfile
 
@@ -323,9 +342,9 @@ def _evaluate(subject_dir, *, force, step):
     log.parent.mkdir(parents=True, exist_ok=True)
     package_root = str(Path(helpers.__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, **KERNEL_ENV, "PYTHONPATH": path}
-    with tempfile.TemporaryDirectory() as tmp:
-        error = Path(tmp) / "error.txt"
+    env = {**step_env(tmp, cores), "PYTHONPATH": path}
+    with tempfile.TemporaryDirectory(dir=tmp) as here:
+        error = Path(here) / "error.txt"
         with open(log, "wb") as out:
             done = subprocess.run(
                 [sys.executable, "-c", _EVALUATE, str(subject_dir), "1" if force else "0", str(error), _STEP_FUNCTIONS[step]],
@@ -344,8 +363,12 @@ def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, prog
 
     This is the unit of work sent to a Dask worker (:mod:`helpers.cluster`), so it
     writes the subject's ``provenance.json`` where it runs. ``progress`` receives the
-    events listed in :mod:`helpers.console`.
+    events listed in :mod:`helpers.console`. The subject computes with ``jobs`` cores
+    (0: every core of this machine): that many training processes, and as many BLAS
+    threads in its steps' processes (:func:`step_env`).
     """
+    import socket
+
     from helpers.provenance import write_provenance
 
     quiet_logging()
@@ -353,9 +376,12 @@ def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, prog
     config = load_config(config_path)
     subject = str(subject)
     subject_dir = config.results_dir(out) / subject
-    result = SubjectResult(subject=subject, dataset=config.dataset)
+    host = socket.gethostname()
+    result = SubjectResult(subject=subject, dataset=config.dataset, host=host)
     params = subject_parameters(config, subject, subject_dir, profile=profile, jobs=jobs)
     where = dict(dataset=config.dataset, subject=subject, subject_dir=str(subject_dir), index=index, total=total)
+    cores = int(jobs) if jobs and int(jobs) > 0 else (os.cpu_count() or 1)  # what this subject computes with
+    report({"event": "subject", "jobs": cores, **where})
     step = "provenance"
     try:
         write_provenance(subject_dir, config=config, profile=load_profile(profile), subject=subject, command=command)
@@ -364,15 +390,16 @@ def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, prog
             t = time.perf_counter()
             if step in _STEP_FUNCTIONS:
                 inject_fault(step, subject)
-                status = evaluate(subject_dir, force=force, step=step)
+                status = evaluate(subject_dir, force=force, step=step, cores=cores)
             else:
-                status = run_notebook(step, subject_dir, params[step], force=force, subject=subject)
+                status = run_notebook(step, subject_dir, params[step], force=force, subject=subject, cores=cores)
                 force = force or status == "ran"  # later steps depend on this one's output
             result.steps.append((step, status, time.perf_counter() - t))
             report({"event": "step_done", "step": step, "status": status, "seconds": time.perf_counter() - t,
                     "note": _step_note(step, subject_dir), **where})
     except Exception as e:  # one subject failing must not stop the others
         result = failed(subject, step, e, dataset=config.dataset)
+        result.host = host
     return result
 
 
@@ -514,9 +541,11 @@ def check_inputs(config_paths, *, profile=None, subjects=None):
 
 
 def _cluster_workers(jobs, n_subjects):
-    """Dask LocalCluster workers: the cores over each subject's training workers."""
-    per_subject = jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
-    return max(1, min(n_subjects, (os.cpu_count() or 1) // per_subject))
+    """Dask LocalCluster workers and the cores (threads) of each: one subject per worker,
+    ``jobs`` cores each (0: every core for one worker)."""
+    cores = os.cpu_count() or 1
+    per_subject = min(jobs, cores) if jobs and jobs > 0 else cores
+    return max(1, min(n_subjects, cores // per_subject)), per_subject
 
 
 def _map_subjects(config_path, subjects, *, scheduler, jobs, progress, **kwargs):
@@ -524,8 +553,9 @@ def _map_subjects(config_path, subjects, *, scheduler, jobs, progress, **kwargs)
     if scheduler:
         from helpers.cluster import dask_map
 
-        workers = _cluster_workers(jobs, len(subjects))
-        yield from dask_map(run_subject, config_path, subjects, scheduler=scheduler, workers=workers, jobs=jobs, **kwargs)
+        workers, cores = _cluster_workers(jobs, len(subjects))
+        yield from dask_map(run_subject, config_path, subjects, scheduler=scheduler, workers=workers, cores=cores,
+                            jobs=jobs, progress=progress, **kwargs)
         return
     for i, s in enumerate(subjects, 1):
         yield run_subject(config_path, s, jobs=jobs, progress=progress, index=i, total=len(subjects), **kwargs)
@@ -733,6 +763,10 @@ def run_problems(*, out=None, scheduler=None, timeout=3.0):
                 socket.create_connection((host, port), timeout=timeout).close()
             except OSError as e:
                 problems.append(f"--scheduler {scheduler}: cannot reach a Dask scheduler there within {timeout:g} s ({e.strerror or e})")
+            else:
+                from helpers.cluster import scheduler_problems
+
+                problems += scheduler_problems(text, timeout=timeout)
     return problems
 
 

@@ -3,10 +3,14 @@
 The runner reports events (plain dicts) to a :class:`Console`:
 
 - ``{"event": "dataset", "dataset", "subjects", "profile"}``
+- ``{"event": "subject", "dataset", "subject", "jobs", ...}`` when a subject starts; on
+  Dask a second start of the same subject means Dask re-ran it (its worker was lost),
 - ``{"event": "step", "dataset", "subject", "step", "index", "total", "subject_dir"}``
   when a step starts,
 - ``{"event": "step_done", ..., "status": "ran" | "skipped", "seconds"}``,
 - ``{"event": "result", "result": SubjectResult}`` when a subject (or summary) is done.
+
+Events from a Dask worker carry ``host`` and ``worker``; their lines name the host.
 
 On a terminal one status line is redrawn every half second: dataset, subject, step,
 the training step's models done and the last finished replicate (read from the subject's
@@ -74,6 +78,7 @@ class Console:
         self._stop = threading.Event()
         self._thread = None
         self._width = 0
+        self._started = set()  # (dataset, subject) seen starting: a second start is a Dask re-run
         if self.live:
             self._thread = threading.Thread(target=self._tick, daemon=True)
             self._thread.start()
@@ -84,6 +89,12 @@ class Console:
         if kind == "dataset":
             n = len(event["subjects"])
             self.print(f"{event['dataset']}: {n} subject{'s' if n != 1 else ''}, profile {event['profile']}")
+        elif kind == "subject":
+            key = (event["dataset"], event["subject"])
+            if key in self._started:
+                self.print(f"  {key[0]}/{key[1]}  re-run by Dask on {event.get('host', '?')}: the worker running it "
+                           "was lost; finished steps are kept")
+            self._started.add(key)
         elif kind == "step":
             with self._lock:
                 self._state = {**event, "since": time.time()}
@@ -92,13 +103,15 @@ class Console:
                 self._state = None
             who = f"{event['dataset']}/{event['subject']}"
             note = f"  ({event['note']})" if event.get("note") else ""
-            self.print(f"  {who}  {event['step']:<22} {event['status']:<8} {duration(event['seconds'])}{note}")
+            host = f"  on {event['host']}" if event.get("worker") else ""
+            self.print(f"  {who}  {event['step']:<22} {event['status']:<8} {duration(event['seconds'])}{host}{note}")
         elif kind == "result":
             result = event["result"]
             if not result.ok:
                 self.print(f"  FAILED {result.describe()}", error=True)
-            elif not result.steps:  # ran elsewhere (Dask): nothing was reported step by step
-                self.print(f"  {result.dataset}/{result.subject}  done")
+            elif result.worker:  # ran on Dask: its steps were printed as the worker reported them
+                total = sum(seconds for _, _, seconds in result.steps)
+                self.print(f"  {result.dataset}/{result.subject}  done on {result.host} in {duration(total)}")
 
     def print(self, text, *, error=False):
         with self._lock:

@@ -8,6 +8,9 @@ must not leave any of them idle under PID 1 holding a gigabyte each. Linux deliv
 ``preexec_fn`` for kernels and the evaluation, and in the initializer of every training
 worker — so a chain runner → kernel → worker unwinds from any link. On systems without
 ``prctl`` it does nothing (the runner's own clean-up still runs on a normal exit).
+
+:func:`tree_memory` measures what such a tree of processes holds: the memory a subject
+needs is in its kernels and training processes, not in the process that started them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import signal
 import sys
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "tree_memory"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,3 +48,34 @@ def die_with_parent(parent_pid=None, sig=signal.SIGKILL):
     if parent_pid is not None and os.getppid() != parent_pid:
         os.kill(os.getpid(), sig)
     return True
+
+
+def tree_memory(pid=None):
+    """Memory of process ``pid`` (default: this one) and all of its descendants, in bytes.
+
+    Returns
+    -------
+    pss, rss : int
+        The sums of the proportional set sizes (shared pages split among the processes
+        sharing them: close to what a batch job's memory cgroup counts) and of the
+        resident set sizes (an upper bound: each process's shared libraries counted in
+        full). A process that ends while it is read is skipped; (0, 0) when ``pid`` is gone.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, 0
+    pss = rss = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+        except psutil.AccessDenied:
+            info = proc.memory_info()
+        except psutil.Error:  # ended between listing and reading
+            continue
+        pss += getattr(info, "pss", info.rss)
+        rss += info.rss
+    return pss, rss

@@ -25,6 +25,8 @@ class SubjectResult:
     failed_notebook: str = ""  # the partly executed notebook to open, when there is one
     error: str = ""  # the exception's last line: "ValueError: x.nii.gz: not a readable NIfTI"
     log: str = ""  # the kernel's own output (start-up lines, crashes), when there is one
+    host: str = ""  # the machine that computed it
+    worker: str = ""  # the Dask worker that computed it ("" in a run without Dask)
 
     def describe(self):
         """One or two lines saying what failed, for the console (empty when ok)."""

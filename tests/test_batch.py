@@ -332,7 +332,9 @@ def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
     import uuid
 
     tag = uuid.uuid4().hex
-    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    system_tmp = tmp_path / "system_tmp"  # the run's TMPDIR: nothing of the run may be left in it
+    system_tmp.mkdir()
+    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(system_tmp)}
     run = subprocess.Popen(
         [sys.executable, "-m", "helpers.cli", "run", str(CONFIG_DIR / "sample.yaml"), "--profile", "quick",
          "--out", str(tmp_path / "results")],
@@ -353,23 +355,25 @@ def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
     while time.monotonic() < deadline and _tagged(tag):
         time.sleep(0.5)
     assert _tagged(tag) == []
+    # the kernel's connection file, autograph's files and the notebooks' temporaries are
+    # all under the results folder (the next run clears them), none in the system's
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
 
 
 def test_a_steps_temporary_folder_is_its_own_and_goes_with_it(tmp_path, monkeypatch):
-    """The step's processes get TMPDIR under the results folder; this process keeps its
-    own temporary folder (Python reads TMPDIR once), and the step's folder is removed."""
+    """The step's processes get TMPDIR under the results folder through their own
+    environment; this process's environment is untouched (a Dask worker runs subjects in
+    threads of one process), and the step's folder is removed."""
     import tempfile
 
-    from helpers.batch import TMP_FOLDER, step_tempdir
+    from helpers.batch import TMP_FOLDER, step_env, step_tempdir
 
     outside = Path(tempfile.mkdtemp())
     monkeypatch.setenv("TMPDIR", str(outside))
-    monkeypatch.setattr(tempfile, "tempdir", None)  # as in a fresh process: not read yet
     with step_tempdir(tmp_path / "subject") as folder:
         assert folder == tmp_path / "subject" / TMP_FOLDER and folder.is_dir()
-        assert os.environ["TMPDIR"] == str(folder)
-        assert tempfile.gettempdir() == str(outside)  # not the step's folder
+        assert step_env(folder)["TMPDIR"] == str(folder)
+        assert step_env(folder, 3)["OPENBLAS_NUM_THREADS"] == "3" == step_env(folder, 3)["OMP_NUM_THREADS"]
+        assert os.environ["TMPDIR"] == str(outside)
+        (folder / "left.json").write_text("{}")
     assert not folder.exists() and os.environ["TMPDIR"] == str(outside)
-    with step_tempdir(tmp_path / "other"):
-        pass
-    assert tempfile.gettempdir() == str(outside)

@@ -42,3 +42,8 @@ def test_bench_training_tiny():
     out = _run("bench_training.py", "--quick", "--models", "2", "--model-voxels", "600", "--model-epochs", "1",
                "--parallel-repeats", "1", "--epochs", "1", "--repeats", "1", "--voxels", "600")
     assert "parallel speedup" in out
+
+
+def test_bench_memory_tiny():
+    out = _run("bench_memory.py", "--tiny", timeout=120)
+    assert "baseline: the runner process alone" in out and "process tree peak:" in out

@@ -1,5 +1,12 @@
 """Per-subject work on a Dask LocalCluster: two small real subjects and a broken one."""
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -7,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.batch import main
 from helpers.cluster import dask_map
+from helpers.config import PROJECT_ROOT
 from helpers.results import SubjectResult
 
 pytest.importorskip("distributed")
@@ -31,14 +38,39 @@ def test_a_task_whose_worker_died_becomes_a_failed_result():
     assert not doomed.ok and doomed.failed_step == "dask task" and doomed.error
 
 
-@pytest.mark.slow
-def test_local_cluster_runs_both_subjects_and_reports_the_broken_one(tmp_path, capsys):
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes(tag):
+    """{pid: (ppid, cwd, cmdline)} of the processes whose environment carries the tag."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"SYNTHQA_TEST_TAG={tag}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cwd = os.readlink(entry / "cwd")
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[int(entry.name)] = (ppid, cwd, cmd)
+    return found
+
+
+def _two_subject_config(tmp_path):
+    """Two small real subjects cut from dipy's sample (the whole grid and half of it, one
+    generator) and a broken one (an empty mask, which only loading the data finds)."""
     import dipy.data
 
     files = Path(dipy.data.__file__).parent / "files"
     dwi = files / "small_64D.nii"
-    # subject "half": the sample's first five slices only, through a mask on its grid;
-    # subject "broken": an empty mask, which only loading the data finds (check passes it)
     img = nib.load(dwi)
     mask = np.zeros(img.shape[:3], dtype=np.uint8)
     nib.save(nib.Nifti1Image(mask, img.affine), tmp_path / "empty_mask.nii.gz")
@@ -47,25 +79,178 @@ def test_local_cluster_runs_both_subjects_and_reports_the_broken_one(tmp_path, c
     grad = f"bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}"
     config = tmp_path / "two.yaml"
     config.write_text(
-        "dataset: two\nkind: paths\nprofile: quick\nmethods: [Syn, RandomWM]\nsubjects:\n"
+        "dataset: two\nkind: paths\nprofile: quick\nmethods: [Syn]\nsubjects:\n"
         f"  whole: {{dwi: {dwi}, {grad}, mask: all}}\n"
         f"  half: {{dwi: {dwi}, {grad}, mask: half_mask.nii.gz}}\n"
         f"  broken: {{dwi: {dwi}, {grad}, mask: empty_mask.nii.gz}}\n"
     )
-    out = tmp_path / "results"
-    rc = main([str(config), "--out", str(out), "--scheduler", "local", "--jobs", "1"])
-    err = capsys.readouterr().err
-    assert rc == 1  # one subject failed ...
-    assert "two/broken: 01_load_data failed: ValueError" in err and "empty_mask.nii.gz" in err
-    # ... and the other two finished and are both in the summary
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_worker(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, as a cluster is
+    started by hand: the run gets a line per step from the workers, survives losing the
+    worker that trains a subject (its kernel and training processes go with it, Dask
+    re-runs the subject on the other one, the console says so), and writes the same
+    numbers as a run without Dask."""
+    import socket
+    import threading
+    import uuid
+
+    config = _two_subject_config(tmp_path)
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [str(Path(sys.executable).parent / "dask")]
+    started = []
+
+    def start(*args):
+        proc = subprocess.Popen([*dask, *args], cwd=tmp_path, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        return proc
+
+    try:
+        start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
+        workers = [start("worker", address, "--nthreads", "2", "--resources", "subject=1", "--no-dashboard",
+                         "--host", "127.0.0.1", "--name", name, "--local-directory", str(tmp_path / name))
+                   for name in ("a", "b")]
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        out = tmp_path / "dask"
+        run = subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", str(config), "--scheduler", address,
+                                "--out", str(out)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
+        reader.start()
+        # wait until a subject's models train on a worker (a kernel with training
+        # processes under it), then kill that whole worker, nanny and all
+        deadline, victim = time.monotonic() + 300, None
+        while victim is None and time.monotonic() < deadline and run.poll() is None:
+            procs = _processes(tag)
+            for pid, (ppid, _, cmd) in procs.items():
+                kernel = procs.get(ppid)
+                if "spawn_main" in cmd and kernel and "ipykernel" in kernel[2]:
+                    victim = (kernel[0], ppid, [p for p, (pp, _, _) in procs.items() if pp == ppid], kernel[1])
+                    break
+            time.sleep(0.2)
+        assert victim is not None, "no subject reached training on a worker:\n" + "".join(lines)
+        worker_pid, kernel_pid, trainers, subject_dir = victim
+        worker = next(w for w in workers if w.pid == os.getpgid(worker_pid))
+        os.killpg(worker.pid, signal.SIGKILL)
+        gone = [kernel_pid, *trainers]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and set(gone) & set(_processes(tag)):
+            time.sleep(0.3)
+        assert not set(gone) & set(_processes(tag)), "the lost worker's kernel or training processes live on"
+        rc = run.wait(timeout=600)
+        reader.join(timeout=10)
+    finally:
+        for proc in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = "".join(lines)
+    subject = Path(subject_dir).name
+    assert rc == 1, text  # the broken subject failed ...
+    assert "two/broken: 01_load_data failed: ValueError" in text and "empty_mask.nii.gz" in text
+    assert f"two/{subject}  re-run by Dask on {socket.gethostname()}" in text  # ... the lost one was re-run
+    for s in ("whole", "half"):  # ... and each step of the other two was told as it finished, with its host
+        assert f"two/{s}  01_load_data" in text and f"two/{s}  done on {socket.gethostname()}" in text
+        assert json.loads((out / "two" / s / "provenance.json").read_text())["machine"]["host"] == socket.gethostname()
     metrics = pd.read_csv(out / "two" / "summary" / "metrics.csv", dtype={"subject": str})
     assert set(metrics["subject"]) == {"whole", "half"}
-    n_voxels = {s: len(np.load(out / "two" / s / "subject.npz")["indices"]) for s in ("whole", "half")}
-    assert n_voxels == {"whole": 1000, "half": 500}
-    # the same files as the local runner writes, provenance from the worker included
+
+    local = tmp_path / "local"
+    done = subprocess.run([sys.executable, "-m", "helpers.cli", "run", str(config), "--subjects", "whole", "half",
+                           "--jobs", "2", "--out", str(local)], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
     for s in ("whole", "half"):
-        for name in ("01_load_data", "02_simulate", "03_train_autoencoder"):
-            assert (out / "two" / s / f"{name}.html").is_file()
-        assert (out / "two" / s / "provenance.json").is_file()
-    assert (out / "two" / "summary" / "04_results.html").is_file()
-    assert (out / "two" / "index.html").is_file()
+        tables = sorted(p.relative_to(local) for p in (local / "two" / s).glob("*/*.csv"))
+        assert any(p.parent.name == "metrics" for p in tables) and any(p.parent.name == "judges" for p in tables)
+        for rel in tables:
+            assert (out / rel).read_bytes() == (local / rel).read_bytes(), rel
+
+
+def test_the_console_tells_a_dask_rerun_and_where_each_step_ran():
+    """Events forwarded from workers carry the host: each step line names it, a subject
+    that starts twice is a re-run, and the subject's end says where it ran and how long."""
+    import io
+
+    from helpers.console import Console
+
+    out = io.StringIO()
+    console = Console(out, errors=out, live=False)
+    where = {"dataset": "d", "subject": "s1", "subject_dir": "/r/d/s1", "index": 1, "total": 1,
+             "host": "node7", "worker": "tcp://10.0.0.7:4000"}
+    console({"event": "subject", "jobs": 4, **where})
+    console({"event": "step_done", "step": "01_load_data", "status": "ran", "seconds": 8.2, **where})
+    console({"event": "subject", "jobs": 4, **where, "host": "node8"})
+    result = SubjectResult(subject="s1", dataset="d", steps=[("01_load_data", "skipped", 0.4), ("02_simulate", "ran", 70.0)],
+                           host="node8", worker="tcp://10.0.0.8:4000")
+    console({"event": "result", "result": result})
+    assert out.getvalue().splitlines() == [
+        "  d/s1  01_load_data           ran      8 s  on node7",
+        "  d/s1  re-run by Dask on node8: the worker running it was lost; finished steps are kept",
+        "  d/s1  done on node8 in 1 min 10 s",
+    ]
+
+
+def test_a_scheduler_whose_workers_lack_the_subject_resource_is_refused():
+    from distributed import LocalCluster
+
+    from helpers.cluster import scheduler_problems
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        problems = scheduler_problems(cluster.scheduler_address)
+    assert len(problems) == 1 and "none of its 1 workers has the resource 'subject'" in problems[0]
+    assert "--resources subject=1" in problems[0]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                      resources={"subject": 1}) as cluster:
+        assert scheduler_problems(cluster.scheduler_address) == []
+    assert "no Dask scheduler answered" in scheduler_problems("tcp://127.0.0.1:9", timeout=1)[0]
+
+
+@pytest.mark.parametrize("nthreads, resources, cores", [(4, {"subject": 1}, 4), (8, {"subject": 2}, 4),
+                                                        (4, {}, 1), (1, {"subject": 1}, 1), (3, {"subject": 2}, 1)])
+def test_a_subject_gets_its_workers_threads_over_the_subjects_it_runs_at_once(nthreads, resources, cores):
+    from types import SimpleNamespace
+
+    from helpers.cluster import subject_cores
+
+    worker = SimpleNamespace(state=SimpleNamespace(nthreads=nthreads, total_resources=resources))
+    assert subject_cores(worker) == cores
+
+
+def _hog(config_path, subject, **kwargs):
+    """A subject whose process (a child of the worker, like a kernel) takes 800 MB."""
+    done = subprocess.run([sys.executable, "-c", "import time; x = b'1' * (800 << 20); time.sleep(60)"])
+    ok = done.returncode == 0
+    return SubjectResult(subject=subject, dataset="d", ok=ok, failed_step="" if ok else "03_train_autoencoder",
+                         error="" if ok else f"the kernel died ({done.returncode})")
+
+
+@pytest.mark.slow
+def test_a_subject_past_its_workers_memory_limit_is_stopped_and_told(monkeypatch):
+    """Dask's limit counts the worker process only; the watch counts its children too."""
+    from distributed import LocalCluster
+
+    real = LocalCluster
+
+    def small(**kw):
+        return real(**{**kw, "memory_limit": "500MB"})
+
+    monkeypatch.setattr("distributed.LocalCluster", small)
+    t = time.monotonic()
+    (result,) = list(dask_map(_hog, "c.yaml", ["big"], scheduler="local", workers=1))
+    assert time.monotonic() - t < 50  # stopped, not left to sleep out its minute
+    assert not result.ok and result.failed_step == "03_train_autoencoder"
+    assert result.error.startswith("MemoryError: the subject's processes used ")
+    assert "over its Dask worker's memory limit of 0.5 GB" in result.error
