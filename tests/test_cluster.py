@@ -113,6 +113,13 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
         started.append(proc)
         return proc
 
+    # the run without Dask to compare with, at the same time (the test waits on start-ups
+    # far more than it computes); its own tag keeps its processes out of the hunt below
+    local = tmp_path / "local"
+    local_run = subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", str(config), "--subjects", "whole",
+                                  "half", "--jobs", "2", "--out", str(local)], cwd=PROJECT_ROOT,
+                                 env={**env, "SYNTHQA_TEST_TAG": "local"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
     try:
         start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
         workers = [start("worker", address, "--nthreads", "2", "--resources", "subject=1", "--no-dashboard",
@@ -151,6 +158,9 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
         assert not set(gone) & set(_processes(tag)), "the lost worker's kernel or training processes live on"
         rc = run.wait(timeout=600)
         reader.join(timeout=10)
+    except BaseException:
+        local_run.kill()
+        raise
     finally:
         for proc in started:
             with contextlib.suppress(ProcessLookupError):
@@ -167,11 +177,8 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
     metrics = pd.read_csv(out / "two" / "summary" / "metrics.csv", dtype={"subject": str})
     assert set(metrics["subject"]) == {"whole", "half"}
 
-    local = tmp_path / "local"
-    done = subprocess.run([sys.executable, "-m", "helpers.cli", "run", str(config), "--subjects", "whole", "half",
-                           "--jobs", "2", "--out", str(local)], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    local_text, _ = local_run.communicate(timeout=600)
+    assert local_run.returncode == 0, local_text
     for s in ("whole", "half"):
         tables = sorted(p.relative_to(local) for p in (local / "two" / s).glob("*/*.csv"))
         assert any(p.parent.name == "metrics" for p in tables) and any(p.parent.name == "judges" for p in tables)
