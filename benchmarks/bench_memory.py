@@ -96,6 +96,8 @@ def main(argv=None):
         print(text, file=sys.stderr)
         raise SystemExit(f"the monitored command exited with {rc}")
     what = "synthqa check (tiny)" if args.tiny else f"{config.stem}, profile {args.profile}, --jobs {args.jobs}"
+    if args.methods and not args.tiny:
+        what += f", generators {' '.join(args.methods)} only"
     gb = 1024**3
     print(f"{what}: {seconds:.0f} s")
     print(f"baseline: the runner process alone peaked at {peak['runner'] / gb:.2f} GB RSS (what Dask's memory monitor sees)")
