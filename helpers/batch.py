@@ -17,7 +17,8 @@ after another; ``--jobs`` is the number of worker processes training the models 
 subject (0: every core). ``--scheduler`` sends subjects to Dask instead
 (:mod:`helpers.cluster`): ``local`` starts a ``LocalCluster`` on this machine, any other
 value is the address of a running scheduler (for example one started by ``dask-jobqueue``
-on SLURM or PBS; see the README).
+on SLURM or PBS; see the README). There each subject takes a worker's resource
+``subject=1`` and trains with the worker's threads.
 
 A step whose executed notebook exists and ran with the same parameters is skipped on
 rerun unless ``--force``. Every file is written under a temporary name and renamed, so a
@@ -662,13 +663,15 @@ def add_run_arguments(parser):
     parser.add_argument("--profile", help="quick (a smoke test) or paper (the method's recipe); default: each config's, else paper")
     parser.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject in the configs)")
     parser.add_argument("--jobs", type=_jobs, default=0, metavar="N",
-                        help="worker processes training the models inside a subject (default 0: every core). "
-                             "Subjects run one after another unless --scheduler is given")
+                        help="worker processes training the models inside a subject (default 0: every core; "
+                             "on a Dask worker, its threads). Subjects run one after another unless --scheduler "
+                             "is given")
     parser.add_argument("--out", metavar="DIR", help="results folder (default: ./results)")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already done")
     parser.add_argument("--scheduler", metavar="ADDRESS|local",
                         help="run subjects on Dask: 'local' starts a LocalCluster here (cores / --jobs workers), "
-                             "or the address of a running scheduler (e.g. dask-jobqueue on SLURM/PBS)")
+                             "or the address of a running scheduler (e.g. dask-jobqueue on SLURM/PBS) whose "
+                             "workers have the resource subject=1 (README)")
     return parser
 
 
