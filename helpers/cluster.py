@@ -156,8 +156,10 @@ def dask_map(fn, config_path, subjects, *, scheduler, workers=1, cores=1, progre
         client = Client(scheduler)
     run = uuid.uuid4().hex[:8]  # keys are scheduler-wide: another dataset may have a subject "01" too
     topic = f"synthqa-{run}"
+    done = threading.Event()
     if progress is not None:
         client.subscribe_topic(topic, lambda event: progress(event[1]))
+        threading.Thread(target=_watch_workers, args=(client, scheduler, progress, done), daemon=True).start()
     try:
         futures = {
             client.submit(_on_worker, fn, topic, str(config_path), s, key=f"synthqa-{run}-{s}", pure=False,
@@ -171,11 +173,38 @@ def dask_map(fn, config_path, subjects, *, scheduler, workers=1, cores=1, progre
             except Exception as e:  # the task or its worker died
                 yield failed(subject, "dask task", e)
     finally:
+        done.set()
         if progress is not None:
             client.unsubscribe_topic(topic)
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _resource_problem(workers, address):
+    """The line that says why no subject can start on ``workers`` (the scheduler's
+    ``scheduler_info()["workers"]``), or "" when one of them can take a subject."""
+    able = [w for w in workers.values() if w.get("resources", {}).get(RESOURCE, 0) >= 1]
+    if workers and not able:
+        return (f"--scheduler {address}: none of its {len(workers)} workers has the resource '{RESOURCE}'; "
+                f"start them with `--resources {RESOURCE}=1` (dask worker, or worker_extra_args in "
+                f"dask-jobqueue) so that each runs one subject on all of its cores")
+    return ""
+
+
+def _watch_workers(client, address, say, done, *, every=10.0):
+    """While subjects wait, say (once per change) when no connected worker can take one:
+    none connected yet, or none with the resource. Ends when ``done`` is set."""
+    said = ""
+    while not done.wait(every):
+        try:
+            workers = client.scheduler_info().get("workers", {})
+        except Exception:  # noqa: BLE001 - the scheduler went away: the futures will say so
+            return
+        text = _resource_problem(workers, address) or ("" if workers else f"waiting for Dask workers to join {address}")
+        if text and text != said:
+            say({"event": "notice", "text": text.replace(f"--scheduler {address}: ", "waiting: ")})
+        said = text
 
 
 def scheduler_problems(address, *, timeout=5.0):
@@ -192,9 +221,5 @@ def scheduler_problems(address, *, timeout=5.0):
         workers = client.scheduler_info().get("workers", {})
     finally:
         client.close()
-    able = [w for w in workers.values() if w.get("resources", {}).get(RESOURCE, 0) >= 1]
-    if workers and not able:
-        return [f"--scheduler {address}: none of its {len(workers)} workers has the resource '{RESOURCE}'; "
-                f"start them with `--resources {RESOURCE}=1` (dask worker, or worker_extra_args in "
-                f"dask-jobqueue) so that each runs one subject on all of its cores"]
-    return []
+    problem = _resource_problem(workers, address)
+    return [problem] if problem else []

@@ -9,6 +9,8 @@ The runner reports events (plain dicts) to a :class:`Console`:
   when a step starts,
 - ``{"event": "step_done", ..., "status": "ran" | "skipped", "seconds"}``,
 - ``{"event": "result", "result": SubjectResult}`` when a subject (or summary) is done.
+- ``{"event": "notice", "text"}``: something to act on while the run waits (a Dask
+  cluster whose workers cannot take a subject).
 
 Events from a Dask worker carry ``host`` and ``worker``; their lines name the host.
 
@@ -95,6 +97,8 @@ class Console:
                 self.print(f"  {key[0]}/{key[1]}  re-run by Dask on {event.get('host', '?')}: the worker running it "
                            "was lost; finished steps are kept")
             self._started.add(key)
+        elif kind == "notice":  # something the user should act on while the run waits
+            self.print(f"  {event['text']}")
         elif kind == "step":
             with self._lock:
                 self._state = {**event, "since": time.time()}
