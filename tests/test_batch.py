@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
 import helpers.batch as batch
-from helpers.batch import FAIL_AT, main
+from helpers.batch import main
 from helpers.config import CONFIG_DIR, PROJECT_ROOT
 from helpers.contract import COLUMNS, METHODS, METRICS
 from helpers.results import SubjectResult
@@ -36,18 +35,62 @@ def _batch(*args, env=None, timeout=1500):
     )
 
 
+def _tagged(tag):
+    """pids of the processes whose environment carries ``SYNTHQA_TEST_TAG=tag``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"SYNTHQA_TEST_TAG={tag}".encode() in env.split(b"\0"):
+            found.append((int(entry.name), cmd))
+    return found
+
+
+def _killed_while_training(out, tmp):
+    """The quick sample run, SIGKILLed with its whole process group once its models train
+    (a training worker exists), as a user's `kill -9` or a cluster's OOM killer would.
+    Returns what was left: processes 15 s later, files in the run's own TMPDIR."""
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp)}
+    run = subprocess.Popen([sys.executable, "-m", "helpers.batch", str(SAMPLE), "--profile", "quick", "--out", str(out)],
+                           cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None and not any("spawn_main" in c for _, c in _tagged(tag)):
+            time.sleep(0.3)
+        before = _tagged(tag)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        log, _ = run.communicate()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _tagged(tag):
+        time.sleep(0.5)
+    return {"first_rc": run.returncode, "first_log": log, "before_kill": [c for _, c in before],
+            "left_processes": [c for _, c in _tagged(tag)], "left_in_tmp": sorted(p.name for p in Path(tmp).iterdir())}
+
+
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    """The quick sample run, killed by itself (SIGKILL) as notebook 02 starts, then rerun."""
+    """The quick sample run, killed (SIGKILL to its process group) while its models train,
+    then rerun."""
     out = tmp_path_factory.mktemp("results")
     subject_dir = out / "sample" / "small_64D"
-    first = _batch(SAMPLE, "--profile", "quick", "--out", out, env={FAIL_AT: "02_simulate:kill"})
-    state = {
-        "first_rc": first.returncode,
-        "first_log": first.stdout + first.stderr,
+    state = _killed_while_training(out, tmp_path_factory.mktemp("system_tmp"))
+    state |= {
         "done_after_kill": sorted(p.name for p in subject_dir.glob("*.ipynb") if not p.name.startswith(".")),
         "leftovers": sorted(p.name for p in out.rglob(".*.tmp-*")),
-        "first_mtime": (subject_dir / "01_load_data.ipynb").stat().st_mtime if (subject_dir / "01_load_data.ipynb").exists() else None,
+        "first_mtime": {n: (subject_dir / f"{n}.ipynb").stat().st_mtime for n in NOTEBOOKS[:2]
+                        if (subject_dir / f"{n}.ipynb").exists()},
     }
     second = _batch(SAMPLE, "--profile", "quick", "--out", out)
     return {"out": out, "subject_dir": subject_dir, "rc": second.returncode, "stdout": second.stdout,
@@ -59,12 +102,13 @@ def test_killed_run_left_only_whole_files_and_the_rerun_finished(sample_run):
     assert sample_run["first_rc"] == -signal.SIGKILL, sample_run["first_log"][-3000:]
     assert sample_run["rc"] == 0, sample_run["log"][-3000:]
     sd = sample_run["subject_dir"]
-    # the kill came while 02's output was still under its temporary name: never renamed into place
-    assert sample_run["done_after_kill"] == ["01_load_data.ipynb"]
-    assert any(name.startswith(".02_simulate.ipynb.tmp-") for name in sample_run["leftovers"])
-    # the rerun skipped the finished notebook and cleaned the killed run's temporaries
-    assert (sd / "01_load_data.ipynb").stat().st_mtime == sample_run["first_mtime"]
-    assert re.search(r"small_64D\s+01_load_data\s+skipped", sample_run["log"])
+    # the kill came while 03's output was still under its temporary name: never renamed into place
+    assert sample_run["done_after_kill"] == ["01_load_data.ipynb", "02_simulate.ipynb"]
+    assert any(name.startswith(".03_train_autoencoder.ipynb.tmp-") for name in sample_run["leftovers"])
+    # the rerun skipped the finished notebooks and cleaned the killed run's temporaries
+    for name, mtime in sample_run["first_mtime"].items():
+        assert (sd / f"{name}.ipynb").stat().st_mtime == mtime
+        assert re.search(rf"small_64D\s+{name}\s+skipped", sample_run["log"])
     assert not list(sample_run["out"].rglob(".*.tmp-*"))
     for name in NOTEBOOKS:
         nb = nbformat.read(sd / f"{name}.ipynb", as_version=4)  # whole, valid notebooks
@@ -73,6 +117,19 @@ def test_killed_run_left_only_whole_files_and_the_rerun_finished(sample_run):
     params = nbformat.read(sd / "03_train_autoencoder.ipynb", as_version=4).metadata.papermill.parameters
     assert set(params) == {"subject_dir", "methods", "profile", "seed", "snr", "noise", "min_pool", "wm_fa_min", "jobs"}
     assert params["profile"] == "quick"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_run_killed_with_sigkill_leaves_no_process_behind(sample_run):
+    """The kernel (its own session) and the training workers (the kernel's children) die
+    with the runner's process group, within seconds."""
+    assert any("spawn_main" in cmd for cmd in sample_run["before_kill"]), "no training worker started"
+    assert any("ipykernel" in cmd for cmd in sample_run["before_kill"])
+    assert sample_run["left_processes"] == []
+    # the kernel's connection file, autograph's files and the notebooks' temporaries are
+    # all under the results folder (the next run clears them), none in the system's
+    assert sample_run["left_in_tmp"] == []
 
 
 @pytest.mark.slow
@@ -164,59 +221,6 @@ def test_rerun_skips_finished_steps_whatever_the_jobs(sample_run, capsys):
 
 
 @pytest.mark.slow
-def test_failing_subject_does_not_stop_the_others(sample_run, tmp_path, capsys, monkeypatch):
-    """A 'paths' dataset: the sample again, and a subject whose mask is empty (which only
-    loading the data can find: `check` passes it). The good subject also runs the
-    documented example of a researcher's own generator (docs/examples/ball_stick.py)
-    through every step, beside Syn."""
-    import dipy.data
-    import nibabel as nib
-
-    files = Path(dipy.data.__file__).parent / "files"
-    img = nib.load(files / "small_64D.nii")
-    nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), tmp_path / "empty_mask.nii.gz")
-    grad = f"bval: {files / 'small_64D.bval'}, bvec: {files / 'small_64D.bvec'}"
-    config = tmp_path / "mixed.yaml"
-    examples = PROJECT_ROOT / "docs" / "examples"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(examples), os.environ.get("PYTHONPATH")])))
-    monkeypatch.syspath_prepend(str(examples))
-    # a library of saved signals (Syn's noise-free voxels on the sample's table, with s0)
-    from helpers.layouts import load_sample
-    from helpers.simulation import simulate
-
-    sample = load_sample()
-    clean, _ = simulate(sample, "Syn", 400, seed=9, snr="none")
-    np.savez(tmp_path / "synlib.npz", signals=50 * clean, s0=np.full(400, 50.0), bvals=sample.bvals, bvecs=sample.bvecs)
-    config.write_text(
-        "dataset: mixed\nkind: paths\nprofile: quick\nmethods: [Syn, 'ball_stick:ball_stick', 'library:synlib.npz']\nsubjects:\n"
-        f"  good: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: all}}\n"
-        f"  empty: {{dwi: {files / 'small_64D.nii'}, {grad}, mask: empty_mask.nii.gz}}\n"
-    )
-    out = tmp_path / "results"
-    rc = main([str(config), "--out", str(out)])
-    err = capsys.readouterr().err
-    assert rc == 1
-    failed_nb = out / "mixed" / "empty" / "01_load_data.failed.ipynb"
-    assert failed_nb.is_file() and f"open {failed_nb}" in err
-    assert "mixed/empty: 01_load_data failed: ValueError" in err and "empty_mask.nii.gz" in err
-    metrics = pd.read_csv(out / "mixed" / "summary" / "metrics.csv", dtype={"subject": str})
-    assert set(metrics["subject"]) == {"good"}
-    # the plugin went through training, evaluation and the statistics under its function's name
-    assert set(metrics["method"]) == {"Syn", "ball_stick", "synlib"} and set(metrics["replicate"]) == {0, 1}
-    assert (out / "mixed" / "good" / "models" / "ball_stick" / "r1.keras").is_file()
-    stats = pd.read_csv(out / "mixed" / "summary" / "stats.csv")
-    assert {("Syn", "ball_stick"), ("Syn", "synlib"), ("ball_stick", "synlib")} == set(zip(stats["method_a"], stats["method_b"]))
-    # the known-answer check ran for every generator, the library included
-    known = pd.read_csv(out / "mixed" / "summary" / "known_answer.csv", dtype={"subject": str})
-    assert set(known["truth"]) == {"Syn", "ball_stick", "synlib"}
-    # Syn and a library of Syn's own voxels are one distribution: the pseudo-scans cannot tell them apart
-    sep = pd.read_csv(out / "mixed" / "summary" / "separability.csv").set_index(["a", "b"])
-    assert not sep.loc[("Syn", "synlib"), "separable"]
-    report = (out / "mixed" / "summary" / "04_results.html").read_text()
-    assert "synlib: a library of 400 unique voxels" in report
-
-
-@pytest.mark.slow
 def test_summary_across_two_datasets_draws_a_panel_each(sample_run, tmp_path):
     """Notebook 04 over two dataset folders (the sample, and a copy named otherwise)."""
     other = tmp_path / "other_site"
@@ -305,59 +309,6 @@ def test_several_datasets_get_their_own_summary_and_a_combined_one(tmp_path, mon
     assert (out / "summary" / "provenance.json").is_file()
     printed = capsys.readouterr().out
     assert f"open {out / 'index.html'}" in printed and f"open {out / 'sample' / 'index.html'}" in printed
-
-
-def _tagged(tag):
-    """pids of the processes whose environment carries ``SYNTHQA_TEST_TAG=tag``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"SYNTHQA_TEST_TAG={tag}".encode() in env.split(b"\0"):
-            found.append((int(entry.name), cmd))
-    return found
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
-def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
-    """SIGKILL to the runner's process group while models train: the kernel (its own
-    session) and the training workers (the kernel's children) die with it."""
-    import time
-    import uuid
-
-    tag = uuid.uuid4().hex
-    system_tmp = tmp_path / "system_tmp"  # the run's TMPDIR: nothing of the run may be left in it
-    system_tmp.mkdir()
-    env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(system_tmp)}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "helpers.cli", "run", str(CONFIG_DIR / "sample.yaml"), "--profile", "quick",
-         "--out", str(tmp_path / "results")],
-        cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any("spawn_main" in cmd for _, cmd in _tagged(tag)):
-            assert run.poll() is None, "the run ended before its training workers started"
-            time.sleep(0.5)
-        before = _tagged(tag)
-        assert any("spawn_main" in cmd for _, cmd in before), "no training worker started"
-        assert any("ipykernel" in cmd for _, cmd in before)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and _tagged(tag):
-        time.sleep(0.5)
-    assert _tagged(tag) == []
-    # the kernel's connection file, autograph's files and the notebooks' temporaries are
-    # all under the results folder (the next run clears them), none in the system's
-    assert sorted(p.name for p in system_tmp.iterdir()) == []
 
 
 def test_a_steps_temporary_folder_is_its_own_and_goes_with_it(tmp_path, monkeypatch):
