@@ -47,3 +47,9 @@ def test_bench_training_tiny():
 def test_bench_memory_tiny():
     out = _run("bench_memory.py", "--tiny", timeout=120)
     assert "baseline: the runner process alone" in out and "process tree peak:" in out
+
+
+def test_bad_inputs_tiny():
+    out = _run("bad_inputs.py", "--tiny", timeout=180)
+    assert "| case | input | exit code | seconds | first line printed |" in out
+    assert "| plugin_import |" in out and "| subject_escape |" in out
