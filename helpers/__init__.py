@@ -31,6 +31,8 @@ Modules, one concern each (numerical kernels first; they import only each other 
 - :mod:`helpers.render`      shareable HTML reports, index pages; :mod:`helpers.provenance`
 - :mod:`helpers.batch`       the papermill batch runner (:mod:`helpers.console`, :mod:`helpers.results`,
   Dask via :mod:`helpers.cluster`); :mod:`helpers.cli` is the ``synthqa`` command
+- :mod:`helpers.processes`   processes that die with the run, and the memory of a process tree
+- :mod:`helpers.lock`        the lock that keeps a second run out of a results folder
 """
 
 import warnings
