@@ -117,6 +117,41 @@ DEFAULTS = {
 
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
+SCALABLE = ("Syn", "Sampled", "SampleAndMean", "FORCE", "SubjectFORCE")
+"""Built-in generators that take a diffusivity scale, ``NAME*s``: every diffusivity the
+generator draws (tensor eigenvalues; FORCE's d_par, d_perp, GM and CSF ranges) times s.
+The known-answer ladder (:mod:`helpers.judges`) is made of them; a config may name one too."""
+
+SCALE_RANGE = (0.1, 10.0)
+"""Scales a ``NAME*s`` generator accepts."""
+
+_SCALED = re.compile(r"^(" + "|".join(SCALABLE) + r")\*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+
+
+def scaled_method(method):
+    """``(base, scale)`` of a scaled generator ``NAME*s``, else None.
+
+    >>> scaled_method("Syn*1.15"), scaled_method("Syn")
+    (('Syn', 1.15), None)
+    """
+    match = _SCALED.match(method) if isinstance(method, str) else None
+    if match is None:
+        return None
+    scale = float(match.group(2))
+    return (match.group(1), scale) if SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] else None
+
+
+def base_method(method):
+    """The built-in a method is made from: ``Syn`` for ``Syn*1.2``, else the method itself."""
+    scaled = scaled_method(method)
+    return scaled[0] if scaled else method
+
+
+def needs_pools(method):
+    """Whether a method draws from the subject's tissue pools (Sampled, SampleAndMean,
+    SubjectFORCE and their scaled forms)."""
+    return base_method(method) in SUBJECT_METHODS
+
 
 def is_library(method):
     """True for a file of saved signals named ``library:PATH`` (PATH ends in ``.npz``)."""
@@ -152,10 +187,12 @@ def check_methods(methods, *, where="methods"):
     if isinstance(methods, str) or not hasattr(methods, "__iter__"):
         raise ValueError(f"{where}: methods must be a list, got {methods!r}")
     methods = tuple(methods)
-    bad = [m for m in methods if not (m in METHODS or is_plugin(m) or is_library(m))]
+    bad = [m for m in methods if not (m in METHODS or is_plugin(m) or is_library(m) or scaled_method(m))]
     if bad:
         raise ValueError(
             f"{where}: unknown method(s) {bad}; allowed: {list(METHODS)}, "
+            f"one of {list(SCALABLE)} with its diffusivities scaled as 'NAME*s' "
+            f"(s in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]), "
             "a generator of your own as 'package.module:function', "
             "or a file of saved signals as 'library:PATH.npz'"
         )

@@ -203,6 +203,19 @@ class ForceRanges:
     tissue_alpha: tuple = (2.0, 1.0, 1.0)
     tortuosity: bool = False
 
+    def scaled(self, s):
+        """These ranges with every diffusivity (d_par, d_perp, GM, CSF) times ``s`` (> 0);
+        fractions, dispersion and fibre counts unchanged (a rung of the known-answer
+        ladder, ``FORCE*s``)."""
+        import dataclasses
+
+        s = float(s)
+        if not s > 0:
+            raise ValueError(f"scale must be > 0, got {s!r}")
+        times = lambda r: (r[0] * s, r[1] * s)  # noqa: E731
+        return dataclasses.replace(self, wm_d_par=times(self.wm_d_par), wm_d_perp=times(self.wm_d_perp),
+                                   gm_d=times(self.gm_d), csf_d=self.csf_d * s)
+
     def __post_init__(self):
         put = object.__setattr__
         put(self, "wm_d_par", _range("wm_d_par", self.wm_d_par, lambda d: d > 0, "> 0 (mm²/s)"))

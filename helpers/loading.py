@@ -20,6 +20,7 @@ import numpy as np
 from helpers import noise as _noise
 from helpers import tissue as _tissue
 from helpers.contract import DEFAULTS, parse_shell
+from helpers.split import MIN_PART, block_split
 from helpers.gradients import _gradient_plan, check_dti_directions, count_directions, find_shells
 from helpers.subject import Subject, _erosion_note
 
@@ -253,9 +254,22 @@ def load_dwi(
         dti_max_b=float(dti_max_b),
         info=info,
     )
+    _split(subj)
     _estimate_subject_noise(subj, b0)
     _assign_tissue(subj, tissue, tissue_source)
     return subj
+
+
+def _split(subj):
+    """Set ``subj.judge`` and ``subj.blocks``: the fit and judge parts (:mod:`helpers.split`)."""
+    judge, blocks, side = block_split(subj.indices, subj.shape)
+    subj.judge, subj.blocks = judge, blocks
+    if judge is None:
+        subj.info["split"] = f"not split: {subj.n_voxels} voxels are too few for two parts of {MIN_PART}"
+    else:
+        cubes = "voxels" if side == 1 else f"blocks of {side}x{side}x{side} voxels"
+        subj.info["split"] = (f"{cubes} in a chessboard (an axis shorter than a block is one block thick): "
+                              f"{int((~judge).sum())} fit voxels, {int(judge.sum())} judge voxels")
 
 
 PROBABILITY_THRESHOLD = 0.5
@@ -432,6 +446,7 @@ def _estimate_subject_noise(subj, b0):
     est = _noise.estimate_noise(
         b0, subj.indices, subj.shape,
         attenuation=subj.attenuation[:, dti], bvals=subj.bvals[dti], bvecs=subj.bvecs[dti],
+        rows=None if subj.judge is None else ~subj.judge,  # fitted to the fit part only
     )
     subj.sigma, subj.snr, subj.snr_method = float(est.sigma), float(est.snr), str(est.method)
     subj.info["snr_voxels"] = int(est.n_voxels)

@@ -74,7 +74,7 @@ class NoiseEstimate:
     n_voxels: int
 
 
-def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=None):
+def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=None, rows=None):
     """Noise sd σ and SNR of a scan, robust to outlier voxels.
 
     Parameters
@@ -92,6 +92,9 @@ def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=No
         b-values of the ``attenuation`` columns, s/mm².
     bvecs : (m, 3) array_like, optional
         Unit gradient directions of the ``attenuation`` columns.
+    rows : (n,) bool array_like, optional
+        Voxels the estimate may use (a subject's fit part, :mod:`helpers.split`); the
+        erosion is still that of the whole brain mask. Default: all.
 
     Returns
     -------
@@ -160,6 +163,11 @@ def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=No
     indices = _check_indices(indices, n, shape)
     s0 = b0.mean(axis=1)
     ok = np.isfinite(b0).all(axis=1) & (s0 > 0)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=bool)
+        if rows.shape != (n,):
+            raise ValueError(f"rows has shape {rows.shape}; expected ({n},), one per b0 voxel")
+        ok &= rows
 
     if k >= 3:
         var = b0.var(axis=1, ddof=1)

@@ -42,11 +42,13 @@ import numpy as np
 
 from helpers.contract import (
     DEFAULTS,
-    SUBJECT_METHODS,
     TISSUES,
     LIBRARY_PREFIX,
+    base_method,
     check_methods,
     is_library,
+    needs_pools,
+    scaled_method,
     is_plugin,
     load_plugin,
     parse_noise,
@@ -70,7 +72,17 @@ __all__ = [
     "describe_generator",
     "subject_force_ranges",
     "simulate",
+    "fitted",
 ]
+
+
+def fitted(subject):
+    """The part of a subject a generator may be fitted to: its fit part when it is split
+    (:meth:`helpers.subject.Subject.fit_part`), else the subject itself. Every pool, noise
+    distribution and subject-dependent generator of this module goes through it, so no
+    judge voxel feeds a generator."""
+    part = getattr(subject, "fit_part", None)
+    return part() if callable(part) else subject
 
 SYN_WM_EVALS = (1.5e-3, 3e-4, 3e-4)
 """Syn's single-fibre eigenvalues (axial, radial, radial), mm²/s: the method paper's values."""
@@ -260,6 +272,7 @@ def _pool_masks(subject, *, min_pool, wm_fa_min):
         One phrase per tissue whose pool is empty, naming the tissue and counts.
     """
     _check_pool_settings(min_pool, wm_fa_min)
+    subject = fitted(subject)
     fa = subject.tensor().fa
     masks, counts, problems = {}, {}, []
     for name in TISSUES:
@@ -318,6 +331,7 @@ def tissue_pools(subject, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["
         When a pool is empty even uneroded, naming each such tissue (:func:`method_support`
         gives the same text as a reason).
     """
+    subject = fitted(subject)
     masks, counts, problems = _pool_masks(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
     if problems:
         raise ValueError(
@@ -369,7 +383,7 @@ def method_support(subject, method, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=
     """
     (method,) = check_methods([method], where="method_support")
     _check_pool_settings(min_pool, wm_fa_min)
-    if method not in SUBJECT_METHODS:
+    if not needs_pools(method):
         return None
     _, _, problems = _pool_masks(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
     if not problems:
@@ -514,7 +528,7 @@ def sigma_distribution(subject, *, snr="auto"):
     snr = parse_snr(snr)
     if snr is None:
         return None
-    rel = _relative_sigma(subject, scaled=snr != "auto")
+    rel = _relative_sigma(fitted(subject), scaled=snr != "auto")
     rel = rel[np.isfinite(rel) & (rel > 0)]
     if rel.size == 0:
         raise ValueError(
@@ -684,7 +698,9 @@ def simulate(
     method : str
         A built-in name (:data:`helpers.contract.METHODS`), a user generator
         ``package.module:function`` (:func:`call_plugin`), or ``library:PATH`` (voxels
-        drawn with replacement from a file of saved signals, :mod:`helpers.library`).
+        drawn with replacement from a file of saved signals, :mod:`helpers.library`), or
+        a scaled built-in ``NAME*s`` (:data:`helpers.contract.SCALABLE`: every
+        diffusivity it draws times s).
     n_voxels : int
     seed : int, sequence of int or numpy Generator
         Everything random (compartments, directions, noise) comes from
@@ -724,8 +740,9 @@ def simulate(
         sigmas = sigma_distribution(subject, snr=snr)
     rng = np.random.default_rng(seed)
     bvals, bvecs = subject.bvals, subject.bvecs
+    method, scale = scaled_method(method) or (method, 1.0)
     if is_plugin(method):
-        clean = call_plugin(method, bvals, bvecs, n_voxels, rng, subject=subject)
+        clean = call_plugin(method, bvals, bvecs, n_voxels, rng, subject=fitted(subject))
     elif is_library(method):
         library, columns = library_columns(method, bvals, bvecs)
         clean = draw_library(library, columns, n_voxels, rng)
@@ -737,7 +754,7 @@ def simulate(
             ranges = subject_force_ranges(pools)
         else:
             ranges = ForceRanges()
-        clean = simulate_force(bvals, bvecs, n_voxels, rng, ranges=ranges)
+        clean = simulate_force(bvals, bvecs, n_voxels, rng, ranges=ranges.scaled(scale) if scale != 1.0 else ranges)
     elif method == "RandomWM":
         f = rng.random((n_voxels, 1))
         rest = rng.random((n_voxels, len(bvals)))
@@ -746,6 +763,8 @@ def simulate(
         if method != "Syn" and pools is None:
             pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
         evals, evecs, fractions = draw_mixture(method, n_voxels, rng, pools=pools, mixture=mixture)
+        if scale != 1.0:
+            evals = evals * scale
         clean = multi_tensor(bvals, bvecs, evals, evecs, fractions, dtype=np.float32)
     clean = clean.astype(np.float32, copy=False)
     if isinstance(sigmas, np.ndarray):  # per_voxel: one σ per synthetic voxel

@@ -54,6 +54,19 @@ class Subject:
     info : dict
         Provenance and counts: dataset, subject, files, shells, mask and tissue source,
         voxels excluded, whether erosion is in-plane.
+    judge : (n,) bool ndarray or None
+        The spatial split (:mod:`helpers.split`): True for judge voxels, False for fit
+        voxels; None for a subject that is not split (then both parts are the whole).
+    blocks : (n,) int ndarray or None
+        The split block of each voxel (the unit of the judge part's bootstrap).
+
+    Notes
+    -----
+    :meth:`fit_part` and :meth:`judge_part` are the two halves as subjects of their own.
+    Everything fitted to the subject is fitted to :meth:`fit_part` (the simulation module
+    does so itself, :func:`helpers.simulation.fitted`); the judges score
+    :meth:`judge_part`. A part keeps the whole subject's tissue erosion (a voxel at a
+    block's edge is not eroded for lying beside the other part).
     """
 
     attenuation: np.ndarray
@@ -69,9 +82,58 @@ class Subject:
     sigma: float | None = None
     dti_max_b: float = DEFAULTS["dti_max_b"]
     info: dict = field(default_factory=dict)
+    judge: np.ndarray | None = None
+    blocks: np.ndarray | None = None
 
     def __post_init__(self):
         self._tensor = None
+        self._parts = {}
+        self._eroded = None  # a part's erosion, taken from the whole subject
+        if self.judge is not None:
+            self.judge = np.asarray(self.judge, dtype=bool)
+            if self.judge.shape != (self.n_voxels,):
+                raise ValueError(f"judge has shape {self.judge.shape}; the subject has {self.n_voxels} voxels")
+            self.blocks = (np.arange(self.n_voxels) if self.blocks is None else np.asarray(self.blocks)).astype(np.int64)
+
+    @property
+    def is_split(self):
+        """Whether the subject has a fit part and a judge part."""
+        return self.judge is not None
+
+    @property
+    def n_fit_voxels(self):
+        return int((~self.judge).sum()) if self.is_split else self.n_voxels
+
+    @property
+    def n_judge_voxels(self):
+        return int(self.judge.sum()) if self.is_split else self.n_voxels
+
+    def fit_part(self):
+        """The fit voxels as a subject (itself when not split); computed once."""
+        return self._part("fit")
+
+    def judge_part(self):
+        """The judge voxels as a subject (itself when not split); computed once."""
+        return self._part("judge")
+
+    def _part(self, which):
+        if not self.is_split:
+            return self
+        if which not in self._parts:
+            rows = self.judge if which == "judge" else ~self.judge
+            eroded = {name: self.tissue_mask(name, eroded=True)[rows] for name in _tissue.CODES}
+            part = Subject(
+                attenuation=self.attenuation[rows], bvals=self.bvals, bvecs=self.bvecs,
+                indices=self.indices[rows], shape=self.shape, affine=self.affine, tissue=self.tissue[rows],
+                s0=self.s0[rows], snr=self.snr, snr_method=self.snr_method, sigma=self.sigma,
+                dti_max_b=self.dti_max_b, info={**self.info, "part": which},
+            )
+            part.blocks = self.blocks[rows]
+            part._eroded = eroded
+            if self._tensor is not None:
+                part._tensor = type(self._tensor)(self._tensor.evals[rows], self._tensor.evecs[rows])
+            self._parts[which] = part
+        return self._parts[which]
 
     @property
     def n_voxels(self):
@@ -123,6 +185,8 @@ class Subject:
         mask = self.tissue == _tissue.CODES[name]
         if not eroded or not mask.any():
             return mask
+        if self._eroded is not None:
+            return self._eroded[name]
         vol = self.volume(mask, fill=False)
         return _tissue.erode(vol)[tuple(self.indices.T)]
 
@@ -171,6 +235,7 @@ class Subject:
             indices=self.indices,
             tissue=self.tissue,
             s0=self.s0,
+            **({"judge": self.judge, "blocks": self.blocks} if self.is_split else {}),
         )
         self.save_nifti(np.ones(self.n_voxels, dtype=np.uint8), folder / "mask.nii.gz", fill=0)
         self.save_nifti(self.tissue, folder / "tissue.nii.gz", fill=0)
@@ -185,6 +250,10 @@ class Subject:
             "shells": self.info.get("shells", find_shells(self.bvals)),
             "thin": _tissue.is_thin(self.shape),
             "erosion": _erosion_note(self.shape),
+            "n_voxels": self.n_voxels,
+            "n_fit_voxels": self.n_fit_voxels,
+            "n_judge_voxels": self.n_judge_voxels,
+            "split": self.info.get("split", "not split: every voxel is fitted and judged"),
             "info": self.info,
         }
         save_json(meta, folder / "subject.json")

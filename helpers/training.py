@@ -182,7 +182,7 @@ class _Worker:
 
     def pools(self, method):
         """Tissue pools for the methods that sample the subject, else None."""
-        if method not in contract.SUBJECT_METHODS:
+        if not contract.needs_pools(method):
             return None
         if self._pools is None:
             from helpers.simulation import tissue_pools

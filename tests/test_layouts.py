@@ -171,11 +171,16 @@ def test_sample_attenuation_is_file_over_b0(sample, sample_files):
 
 def test_sample_snr_and_tissue(sample, sample_files):
     _, raw, _ = sample_files
-    # one b0: helpers.noise falls back on tensor residuals of the 64 b=1000 directions
+    # one b0: helpers.noise falls back on tensor residuals of the 64 b=1000 directions,
+    # of the fit voxels only: the 4x4x4 blocks whose block coordinates sum to an even number
+    idx = np.argwhere(np.ones((10, 10, 10), bool))
+    fit_rows = (idx // 4).sum(axis=1) % 2 == 0
     expected = noise.estimate_noise(
-        raw[..., :1].reshape(-1, 1), np.argwhere(np.ones((10, 10, 10), bool)), (10, 10, 10),
+        raw[..., :1].reshape(-1, 1), idx, (10, 10, 10),
         attenuation=(raw[..., 1:] / raw[..., :1]).reshape(-1, 64), bvals=sample.bvals, bvecs=sample.bvecs,
+        rows=fit_rows,
     )
+    assert int(fit_rows.sum()) == sample.n_fit_voxels == 504
     assert sample.sigma == pytest.approx(expected.sigma, rel=1e-5)
     assert sample.snr == pytest.approx(expected.snr, rel=1e-5) and sample.snr_method == expected.method
     counts = sample.info["tissue_counts"]
