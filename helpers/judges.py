@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, SUBJECT_METHODS, judge_seed, method_name
+from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, METRICS, judge_seed, method_name, needs_pools, replicate_seeds
 from helpers.metrics import voxel_errors
 from helpers.realism import c2st, invariant_features, mmd, wasserstein_1d
 from helpers.simulation import simulate, tissue_pools
@@ -62,6 +62,13 @@ __all__ = [
     "SEPARABLE_ACCURACY",
     "MONOTONE_RHO",
     "KNOWN_COLUMNS",
+    "LADDER_FAMILIES",
+    "LADDER_TRUTH",
+    "LADDER_RUNGS",
+    "LADDER_RHO",
+    "ladder_recipe",
+    "train_ladder",
+    "ladder_check",
     "ScanData",
     "JudgePanel",
     "pseudo_scan",
@@ -95,6 +102,21 @@ procedure named closest on that generator's pseudo-scan (``picked``, ``runner_up
 the margin's 95% interval excludes 0), in how many of ``n`` replicates the truth ranked
 first, whether ``picked`` is the truth (``correct``) or a generator the pseudo-scans cannot
 tell apart from it (``acceptable``)."""
+
+LADDER_FAMILIES = ("Syn", "FORCE")
+"""The built-in families a ladder is built on: the multi-tensor family (Syn's diffusivities)
+and FORCE's. Each rung is the family with every diffusivity scaled by s (``Syn*s``)."""
+
+LADDER_TRUTH = 1.2
+"""The rung a ladder's pseudo-scan is drawn at; it is never among the candidates."""
+
+LADDER_RUNGS = (0.8, 1.0, 1.15, 1.5, 2.0)
+"""The candidate rungs, on both sides of the truth, at distances |s - 1.2| of 0.4, 0.2,
+0.05, 0.3 and 0.8: all different, so the order a judge must find is unique."""
+
+LADDER_RHO = 0.9
+"""A judge passes a ladder when its scores rank-correlate with the rungs' distance from the
+truth at least this much (Spearman; with five rungs, one swap of neighbours gives 0.9)."""
 
 _C2ST_MAX = 2000  # voxels per pseudo-scan in the separability and noise checks
 _MMD_N = 600  # codes per sample in the code distance
@@ -166,7 +188,9 @@ class JudgePanel:
     Notes
     -----
     The judge set of replicate r of generator G is drawn with
-    ``judge_seed(seed, G, r, "judge_set")`` and ``noise="per_voxel"``.
+    ``judge_seed(seed, G, r, "judge_set")`` and ``noise="per_voxel"``. Generators draw
+    from the subject's fit part (pools, noise); ``real`` is its judge part, the only real
+    voxels any judge scores.
     """
 
     def __init__(self, subject, models, specs, *, seed=DEFAULTS["seed"], snr=DEFAULTS["snr"],
@@ -174,14 +198,16 @@ class JudgePanel:
         from helpers.autoencoder import DenseForward
 
         self.subject, self.specs = subject, dict(specs)
+        self.real = subject.judge_part() if hasattr(subject, "judge_part") else subject
         self.models = {key: DenseForward(model) for key, model in models.items()}
         self.methods = list(dict.fromkeys(name for name, _ in self.models))
         self.replicates = sorted({r for _, r in self.models})
         self.seed, self.snr = int(seed), snr
         self.min_pool, self.wm_fa_min = min_pool, wm_fa_min
-        self.n_judge = int(min(n_judge, subject.n_voxels)) if subject.n_voxels >= 10 else int(n_judge)
-        needs_pools = any(self.specs[m] in SUBJECT_METHODS for m in self.methods)
-        self.pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min) if needs_pools else None
+        n_real = self.real.n_voxels
+        self.n_judge = int(min(n_judge, n_real)) if n_real >= 10 else int(n_judge)
+        needs = any(needs_pools(self.specs[m]) for m in self.methods)
+        self.pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min) if needs else None
         self.judge_features, self.judge_codes, self.judge_err = {}, {}, {}
         for key, model in self.models.items():
             name, r = key
@@ -259,10 +285,10 @@ def _code_distance(scan_codes, set_codes, seed):
 
 
 def pseudo_scan(panel, truth, *, replicate=0):
-    """A scan whose generator is known: ``truth``'s noisy voxels, as many as the subject has,
-    on its volumes, with its per-voxel noise (pools from the real subject), drawn from
-    ``judge_seed(seed, truth, replicate, "pseudo_scan")``."""
-    return panel.simulate(truth, panel.subject.n_voxels, judge_seed(panel.seed, panel.specs[truth], replicate, "pseudo_scan"))
+    """A scan whose generator is known: ``truth``'s noisy voxels, as many as the subject has
+    judge voxels, on its volumes, with its per-voxel noise (pools and noise from the fit
+    part), drawn from ``judge_seed(seed, truth, replicate, "pseudo_scan")``."""
+    return panel.simulate(truth, panel.real.n_voxels, judge_seed(panel.seed, panel.specs[truth], replicate, "pseudo_scan"))
 
 
 def separability(panel, scans, *, alpha=0.05):
@@ -421,24 +447,28 @@ def mixture_preferences(scores, separable):
                                        "preference", "rho", "monotone", "crosses", "ok"])
 
 
-def validate(known, mixtures):
+def validate(known, mixtures, ladder=None):
     """Which judge metrics pass the known-answer check on one subject.
 
     The rule (docs/method.md): a judge metric is *validated* when
 
     1. on every generator's pseudo-scan it names that generator, or one whose
-       pseudo-scans cannot be told apart from it (:func:`separability`); and
+       pseudo-scans cannot be told apart from it (:func:`separability`);
     2. for every pair of generators that can be told apart, its preference moves
        monotonically with the mixing weight and changes sign between the two pure ends
-       (:func:`mixture_preferences`).
+       (:func:`mixture_preferences`); and
+    3. on every ladder (:func:`ladder_check`: the truth is none of the candidates) it
+       orders the rungs by their distance from the truth.
 
     With fewer than two generators nothing can be told apart and nothing is validated.
+    ``ladder=None`` checks identity and mixtures only (the known-answer check always
+    passes its ladder table; a metric with no ladder row there is not validated).
 
     Returns
     -------
     pandas.DataFrame
         ``dataset, subject, judge, metric, validated, named, acceptable, cases,
-        mixtures_ok, mixtures, reason``.
+        mixtures_ok, mixtures, ladders_ok, ladders, reason``.
     """
     rows = []
     for (ds, sid, metric), frame in known.groupby(["dataset", "subject", "metric"], sort=False):
@@ -455,13 +485,24 @@ def validate(known, mixtures):
         bad = sep_mix[~sep_mix["ok"]]
         if len(bad):
             reasons.append("mixtures not followed: " + ", ".join(f"{a} vs {b}" for a, b in zip(bad["a"], bad["b"])))
+        ladders_ok = n_ladders = 0
+        if ladder is not None:
+            lad = ladder[(ladder["metric"] == metric) & (ladder["subject"] == sid) & (ladder["dataset"] == ds)]
+            n_ladders, ladders_ok = len(lad), int(lad["passed"].astype(bool).sum())
+            if not n_ladders:
+                reasons.append("no ladder was run")
+            failed = lad[~lad["passed"].astype(bool)]
+            if len(failed):
+                reasons.append("ladder not ordered: " + ", ".join(
+                    f"{f} (ρ {r:.2f})" if np.isfinite(r) else f"{f} (no order)" for f, r in zip(failed["family"], failed["rho"])))
         rows.append({
             "dataset": ds, "subject": sid, "judge": JUDGE_OF.get(metric, metric), "metric": metric,
             "validated": not reasons, "named": named, "acceptable": acceptable, "cases": cases,
-            "mixtures_ok": mix_ok, "mixtures": len(sep_mix), "reason": "; ".join(reasons),
+            "mixtures_ok": mix_ok, "mixtures": len(sep_mix), "ladders_ok": ladders_ok, "ladders": n_ladders,
+            "reason": "; ".join(reasons),
         })
     return pd.DataFrame(rows, columns=["dataset", "subject", "judge", "metric", "validated", "named", "acceptable",
-                                       "cases", "mixtures_ok", "mixtures", "reason"])
+                                       "cases", "mixtures_ok", "mixtures", "ladders_ok", "ladders", "reason"])
 
 
 def known_answer_sentence(row):
@@ -472,6 +513,8 @@ def known_answer_sentence(row):
         text += f" ({int(row['acceptable'])} counting generators the pseudo-scans cannot tell apart)"
     if int(row["mixtures"]):
         text += f"; followed {int(row['mixtures_ok'])} of {int(row['mixtures'])} mixtures"
+    if int(row.get("ladders", 0) or 0):
+        text += f"; ordered {int(row['ladders_ok'])} of {int(row['ladders'])} ladders"
     return text
 
 
@@ -486,10 +529,17 @@ class CheckResult:
     separability: pd.DataFrame
     noise: pd.DataFrame
     validation: pd.DataFrame
+    floor: pd.DataFrame = None
+    bootstrap: pd.DataFrame = None
+    features: pd.DataFrame = None
+    ladder: pd.DataFrame = None
+    ladder_scores: pd.DataFrame = None
+    p_real: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
 
 
-def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, progress=None, workers=None):
+def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, progress=None, workers=None,
+                       ladder_panel=None, ladder_families=LADDER_FAMILIES, n_draws=None):
     """Every judge on the real scan and on known answers, for one subject.
 
     Parameters
@@ -505,25 +555,38 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
         Threads scoring scans at once (default: the cores this process may use). The
         classifiers and kernel sums release the GIL; every score has its own seed, so the
         numbers do not depend on the number of threads.
+    ladder_panel : JudgePanel, optional
+        The ladder's rungs as generators (:func:`train_ladder`); None runs no ladder, and
+        the judges are then validated on identity and mixtures alone (the pipeline always
+        gives one).
+    ladder_families : sequence of str
+        Families whose ladders ``ladder_panel`` holds.
+    n_draws : int, optional
+        Bootstrap draws of the distance check (:data:`helpers.distance.N_DRAWS`).
 
     Returns
     -------
     CheckResult
-        ``judges``: the real scan's scores (tidy, metrics ``c2st_accuracy``, ``code_mmd``,
-        ``error_w1``; the reconstruction metrics are the evaluation's); ``scores``: every
-        score on every pseudo-scan and mixture (tidy plus ``scan``); ``known``
-        (:func:`known_answers`), ``mixtures`` (:func:`mixture_preferences`),
-        ``separability``, ``noise`` (:func:`noise_check`), ``validation``
-        (:func:`validate`), each with ``dataset`` and ``subject`` where it has rows per
-        subject.
+        ``judges``: the real judge voxels' scores (tidy, metrics ``c2st_accuracy``,
+        ``code_mmd``, ``error_w1``; the reconstruction metrics are the evaluation's, on
+        the same voxels); ``floor``, ``bootstrap``, ``features``, ``p_real``
+        (:func:`helpers.distance.distance_check`); ``scores``: every score on every
+        pseudo-scan and mixture (tidy plus ``scan``); ``known`` (:func:`known_answers`),
+        ``mixtures`` (:func:`mixture_preferences`), ``separability``, ``noise``
+        (:func:`noise_check`), ``ladder`` and ``ladder_scores`` (:func:`ladder_check`),
+        ``validation`` (:func:`validate`), each with ``dataset`` and ``subject`` where it
+        has rows per subject.
     """
+    from helpers.distance import N_DRAWS, distance_check
+
     say = progress or (lambda text: None)
     seconds = {}
     t = time.perf_counter()
-    say("judging the real scan")
-    real = panel.scan_data(panel.subject.attenuation)
-    judges = _tidy(panel.scores(real, reconstruction=False, seed=(0,)), dataset=dataset, subject=subject, scan="real")
-    judges = judges[list(COLUMNS)]
+    say("judging the real scan's judge voxels, with its floor and a block bootstrap")
+    real = panel.scan_data(panel.real.attenuation, reconstruction=True)
+    distance = distance_check(panel, real, dataset=dataset, subject=subject,
+                              n_draws=N_DRAWS if n_draws is None else int(n_draws), seed=panel.seed)
+    judges = distance.scores[~distance.scores["metric"].isin(METRICS)].reset_index(drop=True)
     seconds["real scan"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -536,7 +599,7 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
 
     t = time.perf_counter()
     say("mixtures of two generators")
-    n = panel.subject.n_voxels
+    n = panel.real.n_voxels
     frames, tasks = list(pure), []
     for i, a in enumerate(panel.methods):
         for j, b in enumerate(panel.methods[i + 1:], start=i + 1):
@@ -563,15 +626,142 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
     noise = noise_check(panel, scans)
     seconds["separability and noise"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    if ladder_panel is not None:
+        say("ladders: a pseudo-scan none of the candidates made")
+        ladder, ladder_scores = ladder_check(ladder_panel, ladder_families, dataset=dataset, subject=subject,
+                                             workers=workers)
+    else:
+        ladder, ladder_scores = _empty_ladder(), pd.DataFrame(columns=[*COLUMNS, "scan"])
+    seconds["ladders"] = time.perf_counter() - t
+
     pure = scores[~scores["scan"].str.contains("@", regex=False)]
     known = known_answers(pure, sep)
     mixtures = mixture_preferences(scores, sep)
-    validation = validate(known, mixtures)
+    validation = validate(known, mixtures, ladder if ladder_panel is not None else None)
     for frame in (sep, noise):
         frame.insert(0, "subject", subject)
         frame.insert(0, "dataset", dataset)
     return CheckResult(judges=judges, scores=scores, known=known, mixtures=mixtures, separability=sep,
-                       noise=noise, validation=validation, seconds=seconds)
+                       noise=noise, validation=validation, floor=distance.floor, bootstrap=distance.bootstrap,
+                       features=distance.features, ladder=ladder, ladder_scores=ladder_scores,
+                       p_real=distance.p_real, seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- ladders
+
+LADDER_COLUMNS = ("dataset", "subject", "judge", "metric", "family", "truth", "rungs", "distances", "scores",
+                  "order", "rho", "passed")
+"""Columns of ``ladder.csv``: per judge metric and family, the truth's scale, the candidate
+rungs, their distances |s - truth|, the judge's mean score of each (';' joined, in rung
+order), the rungs as the judge ordered them (closest first), Spearman's rho of score
+against distance, and whether rho >= :data:`LADDER_RHO`."""
+
+
+def _empty_ladder():
+    return pd.DataFrame(columns=list(LADDER_COLUMNS))
+
+
+def ladder_specs(family, rungs=LADDER_RUNGS):
+    """The candidate generators of a family's ladder, e.g. ``['Syn*0.8', 'Syn*1', ...]``."""
+    return [f"{family}*{s:g}" for s in rungs]
+
+
+def ladder_recipe(profile):
+    """The training recipe of the ladder's models: the profile's batch and learning rate,
+    at most 50,000 voxels, 10 epochs and 2 replicates (the ladder tests the judge
+    procedure; its models need to be trained alike, not to the full recipe)."""
+    n = int(min(profile["n_voxels"], 50_000))
+    return {"n_voxels": n, "n_val": max(1, round(n * profile["n_val"] / profile["n_voxels"])),
+            "epochs": int(min(profile["epochs"], 10)), "batch_size": int(profile["batch_size"]),
+            "learning_rate": float(profile["learning_rate"]), "replicates": int(min(profile["replicates"], 2))}
+
+
+def train_ladder(subject, families=LADDER_FAMILIES, *, recipe, seed=DEFAULTS["seed"], snr=DEFAULTS["snr"],
+                 noise=DEFAULTS["noise"], progress=None):
+    """Train the autoencoders of every ladder rung (as step 03 trains a generator's).
+
+    Returns
+    -------
+    models : dict
+        (spec, replicate) -> trained keras model; spec as :func:`ladder_specs`.
+    specs : dict
+        spec -> spec (the ladder's generators, for a :class:`JudgePanel`).
+    """
+    from helpers import autoencoder as ae
+    from helpers.simulation import simulate
+
+    models, specs = {}, {}
+    for family in families:
+        for spec in ladder_specs(family):
+            specs[spec] = spec
+            for r in range(recipe["replicates"]):
+                if progress:
+                    progress(f"ladder model {spec} r{r}")
+                sim_seed, train_seed = replicate_seeds(seed, spec, r)
+                clean, noisy = simulate(subject, spec, recipe["n_voxels"], sim_seed, snr=snr, noise=noise)
+                net = ae.build_autoencoder(clean.shape[1], seed=train_seed)
+                ae.train_autoencoder(net, noisy, clean, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                                     learning_rate=recipe["learning_rate"], n_val=recipe["n_val"], seed=train_seed,
+                                     progress=False)
+                models[(spec, r)] = net
+    return models, specs
+
+
+def ladder_check(panel, families=LADDER_FAMILIES, *, truth=LADDER_TRUTH, rungs=LADDER_RUNGS, dataset="", subject="",
+                 workers=None):
+    """Does each judge order candidates by their distance from a truth none of them is?
+
+    For each family a pseudo-scan is drawn at ``family*truth`` (the scan's gradient table,
+    judge-voxel count and per-voxel noise); every judge scores the candidate rungs on it as
+    it scores generators on the real scan, and its mean score per rung (over replicates)
+    is rank-correlated with the rung's distance |s - truth|.
+
+    Parameters
+    ----------
+    panel : JudgePanel
+        Generators: the rungs (:func:`train_ladder`).
+
+    Returns
+    -------
+    ladder : pandas.DataFrame
+        :data:`LADDER_COLUMNS`.
+    scores : pandas.DataFrame
+        Tidy scores plus ``scan`` (the truth's spec).
+    """
+    rows, frames = [], []
+    tasks = []
+    for i, family in enumerate(families):
+        truth_spec = f"{family}*{truth:g}"
+        panel.specs[truth_spec] = truth_spec
+        noisy = panel.simulate(truth_spec, panel.real.n_voxels, judge_seed(panel.seed, truth_spec, 0, "pseudo_scan"))
+        tasks.append((i, family, truth_spec, panel.scan_data(noisy, reconstruction=True)))
+
+    def score(task):
+        i, family, truth_spec, scan = task
+        candidates = [m for m in ladder_specs(family, rungs) if m in panel.methods]
+        return _tidy(panel.scores(scan, methods=candidates, seed=(3, i)), dataset=dataset, subject=subject,
+                     scan=truth_spec)
+
+    frames = _in_threads(score, tasks, workers)
+    for (i, family, truth_spec, _), frame in zip(tasks, frames):
+        scale = {m: s for m, s in zip(ladder_specs(family, rungs), rungs)}
+        for metric, sel in frame.groupby("metric", sort=False):
+            means = sel.groupby("method", sort=False)["value"].mean()
+            present = [m for m in scale if m in means.index]
+            s = np.array([scale[m] for m in present])
+            v = means[present].to_numpy(float)
+            d = np.abs(s - truth)
+            ok = np.isfinite(v)
+            rho = float(_sps.spearmanr(v[ok], d[ok]).statistic) if ok.sum() >= 4 and np.ptp(v[ok]) > 0 else np.nan
+            order = [f"{x:g}" for x, _ in sorted(zip(s[ok], v[ok]), key=lambda t: t[1])]
+            rows.append({"dataset": dataset, "subject": subject, "judge": JUDGE_OF.get(metric, metric), "metric": metric,
+                         "family": family, "truth": truth, "rungs": ";".join(f"{x:g}" for x in s),
+                         "distances": ";".join(f"{x:g}" for x in d), "scores": ";".join(f"{x:.4g}" for x in v),
+                         "order": ";".join(order), "rho": rho, "passed": bool(np.isfinite(rho) and rho >= LADDER_RHO - 1e-9)})
+    ladder = pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
+    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "scan"])
+    return ladder, scores
 
 
 def _in_threads(func, tasks, workers):

@@ -132,7 +132,7 @@ def summarise(errors, tissue, *, dataset, subject, method, replicate=0):
     return rows
 
 
-def evaluate(subject, reconstructions):
+def evaluate(subject, reconstructions, *, rows=None):
     """Metrics of several models' reconstructions of one subject.
 
     Parameters
@@ -142,6 +142,9 @@ def evaluate(subject, reconstructions):
         ``(method, replicate)`` (or a bare method name, replicate 0) -> (n, m)
         reconstruction of ``subject.attenuation``, or a callable that returns it (then only
         one reconstruction is held in memory at a time).
+    rows : (n,) bool array_like, optional
+        Voxels the table summarises (a subject's judge part, :mod:`helpers.split`); the
+        per-voxel errors cover every voxel (for the maps). Default: all.
 
     Returns
     -------
@@ -152,8 +155,11 @@ def evaluate(subject, reconstructions):
     """
     real_fit = subject.tensor()
     cols = getattr(subject, "dti_columns", None)
-    errors, rows = {}, []
+    errors, table = {}, []
     ds, sid = subject.info.get("dataset", ""), subject.info.get("subject", "")
+    rows_ = np.ones(subject.n_voxels, bool) if rows is None else np.asarray(rows, dtype=bool)
+    if rows_.shape != (subject.n_voxels,) or not rows_.any():
+        raise ValueError(f"rows must be a ({subject.n_voxels},) boolean mask selecting at least one voxel")
     for key, recon in reconstructions.items():
         method, replicate = key if isinstance(key, tuple) else (key, 0)
         recon = recon() if callable(recon) else recon
@@ -164,8 +170,9 @@ def evaluate(subject, reconstructions):
         errors[(method, replicate)] = voxel_errors(
             subject.bvals, subject.bvecs, subject.attenuation, recon, real_fit=real_fit, dti_columns=cols
         )
-        rows += summarise(errors[(method, replicate)], subject.tissue, dataset=ds, subject=sid, method=method, replicate=replicate)
-    return pd.DataFrame(rows, columns=list(COLUMNS)), errors
+        part = {metric: v[rows_] for metric, v in errors[(method, replicate)].items()}
+        table += summarise(part, subject.tissue[rows_], dataset=ds, subject=sid, method=method, replicate=replicate)
+    return pd.DataFrame(table, columns=list(COLUMNS)), errors
 
 
 def mean_errors(errors):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.contract import COLUMNS, DEFAULTS, METRICS, SUBJECT_METHODS, check_methods, method_name, replicate_seeds
+from helpers.contract import COLUMNS, DEFAULTS, METRICS, check_methods, method_name, needs_pools, replicate_seeds
 from helpers.io import load_json, save_csv, save_json
 
 __all__ = [
@@ -99,7 +99,7 @@ def simulate_preview(
     supported, skipped = supported_methods(subject, methods, min_pool=min_pool, wm_fa_min=wm_fa_min)
     snr_value = resolve_snr(snr, subject)
     pools = None
-    if any(m in SUBJECT_METHODS for m in supported):
+    if any(needs_pools(m) for m in supported):
         pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
     report = {
         "n_preview": int(n_voxels),
@@ -177,7 +177,8 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     # the table names the subject by where its results live: results/<dataset>/<subject>/
     subject.info.update(dataset=subject_dir.parent.name, subject=subject_dir.name)
     recon = {key: _Reconstruction(p, subject.attenuation, batch_size) for key, p in models.items()}
-    table, errors = evaluate(subject, recon)
+    # the table is the reconstruction judge's score: judge voxels only; the maps cover every voxel
+    table, errors = evaluate(subject, recon, rows=subject.judge if subject.is_split else None)
     write_error_maps(subject, mean_errors(errors), out / "maps")
     save_json(
         {
@@ -193,8 +194,12 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     return table
 
 
-JUDGE_TABLES = ("judges", "known_answer", "known_answer_scores", "mixtures", "separability", "noise_check", "validation")
-"""Tables :func:`judge_subject` writes in ``judges/`` (CSV), with ``check.json`` last."""
+JUDGE_TABLES = ("judges", "floor", "bootstrap", "features", "known_answer", "known_answer_scores", "mixtures",
+                "separability", "noise_check", "ladder", "ladder_scores", "validation")
+"""Tables :func:`judge_subject` writes in ``judges/`` (CSV), with ``check.json`` last; the
+per-voxel maps go to ``judges/maps/<method>_p_real.nii.gz``."""
+
+_RESULT_FIELDS = {"known_answer": "known", "known_answer_scores": "scores", "noise_check": "noise"}
 
 
 def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
@@ -213,15 +218,16 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
         Table name -> DataFrame (read back when skipped).
     """
     from helpers.autoencoder import load_model
+    from helpers.judges import LADDER_FAMILIES, JudgePanel, known_answer_check, ladder_recipe, train_ladder
     from helpers.subject import Subject
-    from helpers.judges import JudgePanel, known_answer_check
 
     subject_dir = Path(subject_dir)
     out = subject_dir / "judges"
     done = out / "check.json"
     training, paths = _trained_models(subject_dir)
     newest = max([p.stat().st_mtime for p in paths.values()] + [(subject_dir / "models" / "training.json").stat().st_mtime])
-    if not force and done.is_file() and done.stat().st_mtime >= newest:
+    if not force and done.is_file() and done.stat().st_mtime >= newest and all(
+            (out / f"{name}.csv").is_file() for name in JUDGE_TABLES):
         # the tables name the subject by where its results live (a copied folder is renamed)
         ds, sid = subject_dir.parent.name, subject_dir.name
         tables = {name: read_table(out / f"{name}.csv") for name in JUDGE_TABLES}
@@ -233,25 +239,44 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
     subject.info.update(dataset=ds, subject=sid)
     specs = {method_name(m): m for m in training["methods"]}
     models = {key: load_model(p) for key, p in paths.items()}
+    profile = training.get("profile", {})
     if n_judge is None:  # the profile's (a quick smoke test judges fewer voxels)
-        n_judge = int(training.get("profile", {}).get("judge_voxels", DEFAULTS["judge_voxels"]))
-    panel = JudgePanel(subject, models, specs, seed=int(training["seed"]), snr=training["snr"],
-                       min_pool=training["min_pool"], wm_fa_min=training["wm_fa_min"], n_judge=n_judge)
+        n_judge = int(profile.get("judge_voxels", DEFAULTS["judge_voxels"]))
+    settings = dict(seed=int(training["seed"]), snr=training["snr"], min_pool=training["min_pool"],
+                    wm_fa_min=training["wm_fa_min"], n_judge=n_judge)
+    panel = JudgePanel(subject, models, specs, **settings)
     t_panel = time.perf_counter() - started
-    result = known_answer_check(panel, dataset=ds, subject=sid, progress=progress)
-    tables = {name: getattr(result, {"known_answer": "known", "known_answer_scores": "scores", "noise_check": "noise"}.get(name, name))
-              for name in JUDGE_TABLES}
+    t = time.perf_counter()
+    ladder_panel, recipe = None, None
+    if profile.get("n_voxels"):
+        recipe = ladder_recipe(profile)
+        if progress:
+            progress("training the ladders' models")
+        ladder_models, ladder_specs = train_ladder(subject, LADDER_FAMILIES, recipe=recipe, seed=settings["seed"],
+                                                   snr=training["snr"], noise=training.get("noise", DEFAULTS["noise"]))
+        ladder_panel = JudgePanel(subject, ladder_models, ladder_specs, **settings)
+    t_ladder = time.perf_counter() - t
+    result = known_answer_check(panel, dataset=ds, subject=sid, progress=progress, ladder_panel=ladder_panel)
+    tables = {name: getattr(result, _RESULT_FIELDS.get(name, name)) for name in JUDGE_TABLES}
     if done.exists():
         done.unlink()
     for name, frame in tables.items():
         save_csv(frame, out / f"{name}.csv")
+    real = subject.judge_part()
+    for name, values in result.p_real.items():
+        real.save_nifti(values.astype(np.float32), out / "maps" / f"{name}_p_real.nii.gz")
     save_json(
         {
             "n_judge": panel.n_judge,
+            "n_fit_voxels": subject.n_fit_voxels,
+            "n_judge_voxels": subject.n_judge_voxels,
             "judge_set_noise": "per_voxel",
             "pseudo_scan_noise": "per_voxel",
             "models": len(models),
-            "seconds": {"judge sets": round(t_panel, 2), **{k: round(v, 2) for k, v in result.seconds.items()},
+            "ladder_recipe": recipe,
+            "ladder_families": list(LADDER_FAMILIES) if recipe else [],
+            "seconds": {"judge sets": round(t_panel, 2), "ladder models": round(t_ladder, 2),
+                        **{k: round(v, 2) for k, v in result.seconds.items()},
                         "total": round(time.perf_counter() - started, 2)},
             "training_seconds": training.get("seconds"),
         },
@@ -395,17 +420,22 @@ def summarise_results(results, out_dir=None):
     scores = _concat([metrics, results.get("judges")])
     validation = results.get("validation")
     collapsed = collapsed_models(results["diagnostics"]) if len(results["diagnostics"]) else None
+    boot, floor = results.get("bootstrap"), results.get("floor")
+
+    def judged(table):
+        return with_disagreement(with_validation(with_distance(table, boot, floor), validation))
+
     out = {
         "stats": compare_methods(scores),
-        "verdict": with_validation(verdict(scores, floors=results["floors"]), validation),
+        "verdict": judged(verdict(scores, floors=results["floors"])),
+        "distances": distance_table(scores, boot, floor),
         "verdict_without_collapsed": None,
         "rank_counts": rank_counts(scores),
         "collapsed": collapsed,
         "agreement": None,
     }
     if collapsed is not None and len(collapsed):
-        out["verdict_without_collapsed"] = with_validation(
-            verdict(scores, floors=results["floors"], exclude=collapsed), validation)
+        out["verdict_without_collapsed"] = judged(verdict(scores, floors=results["floors"], exclude=collapsed))
     two_sample = results.get("judges")
     if two_sample is not None and len(two_sample):
         from helpers.realism import judges_agree
@@ -416,9 +446,122 @@ def summarise_results(results, out_dir=None):
         for name in ("metrics", "diagnostics", "realism", "skipped", "noise", *JUDGE_TABLES):
             if name in results:
                 save_csv(results[name], out_dir / f"{name}.csv")
-        for name in ("stats", "verdict", "rank_counts", "agreement"):
+        for name in ("stats", "verdict", "distances", "rank_counts", "agreement"):
             if out[name] is not None:
                 save_csv(out[name], out_dir / f"{name}.csv")
+    return out
+
+
+def _draws(boot, dataset, metric, method, column="score"):
+    """(n_draws,) draws of a method's score (or floor) on a dataset: the mean over its
+    subjects of each subject's draw; None without any."""
+    if boot is None or not len(boot):
+        return None
+    sel = boot[(boot["dataset"].astype(str) == str(dataset)) & (boot["metric"] == metric) & (boot["method"] == method)]
+    if sel.empty:
+        return None
+    wide = sel.pivot_table(index="draw", columns="subject", values=column, aggfunc="first")
+    values = wide.mean(axis=1, skipna=False).to_numpy(float)
+    return values if np.isfinite(values).any() else None
+
+
+def _point_floor(floor, dataset, metric, method):
+    """Mean over subjects of the mean over a method's replicates of the real-vs-real floor."""
+    if floor is None or not len(floor):
+        return np.nan
+    sel = floor[(floor["dataset"].astype(str) == str(dataset)) & (floor["metric"] == metric) & (floor["method"] == method)]
+    v = sel.groupby("subject")["value"].mean()
+    return float(v.mean()) if len(v) else np.nan
+
+
+def _interval(draws, confidence=0.95):
+    if draws is None:
+        return np.nan, np.nan
+    d = draws[np.isfinite(draws)]
+    if len(d) < 10:
+        return np.nan, np.nan
+    a = (1 - confidence) / 2
+    return float(np.quantile(d, a)), float(np.quantile(d, 1 - a))
+
+
+def with_distance(verdict, bootstrap, floor):
+    """The verdict with the closest generator's distance: its score's interval, the judge's
+    real-vs-real floor and whether the closest is realistic.
+
+    Where the known-answer step wrote block-bootstrap draws (:mod:`helpers.distance`), the
+    margin's interval is the draws' 2.5-97.5 percentiles of runner-up minus best (the same
+    resampled voxels for both: paired), and ``level`` says ``bootstrap``; elsewhere the
+    replicate-level interval of :func:`helpers.stats.verdict` stays.
+
+    Added columns: ``score_low``, ``score_high`` (the best's 95% interval), ``real_vs_real``
+    (the floor: the same judge on two halves of the scan's judge voxels), ``floor_low``,
+    ``floor_high``, ``realistic`` (:func:`helpers.distance.realistic`; empty without a
+    floor) and ``realistic_rule``.
+    """
+    from helpers.distance import FLOOR_METRICS, realistic, realistic_rule
+
+    out = verdict.copy()
+    new = {c: [] for c in ("score_low", "score_high", "real_vs_real", "floor_low", "floor_high", "realistic",
+                           "realistic_rule")}
+    for i, row in out.iterrows():
+        ds, metric, best, runner = row["dataset"], row["metric"], row["best"], row["runner_up"]
+        b = _draws(bootstrap, ds, metric, best) if isinstance(best, str) and best else None
+        low, high = _interval(b)
+        r = _draws(bootstrap, ds, metric, runner) if isinstance(runner, str) and runner else None
+        if b is not None and r is not None:
+            out.loc[i, ["ci_low", "ci_high"]] = _interval(r - b)
+            out.loc[i, "level"] = "bootstrap"
+        elif b is not None:
+            out.loc[i, "level"] = "bootstrap"
+        has_floor = metric in FLOOR_METRICS and isinstance(best, str) and best
+        f = _point_floor(floor, ds, metric, best) if has_floor else np.nan
+        f_low, f_high = _interval(_draws(bootstrap, ds, metric, best, "floor")) if has_floor else (np.nan, np.nan)
+        new["score_low"].append(low)
+        new["score_high"].append(high)
+        new["real_vs_real"].append(f)
+        new["floor_low"].append(f_low)
+        new["floor_high"].append(f_high)
+        new["realistic"].append(realistic(metric, row["best_mean"], f))
+        new["realistic_rule"].append(realistic_rule(metric) if has_floor else "")
+    for col, values in new.items():
+        out[col] = pd.Series(values, index=out.index, dtype=object if col in ("realistic", "realistic_rule") else float)
+    return out
+
+
+def distance_table(scores, bootstrap, floor):
+    """Every generator's distance per dataset and judge metric: ``dataset, metric, method,
+    score`` (mean over subjects of replicate means), ``score_low, score_high`` (bootstrap
+    95% interval), ``real_vs_real`` (its floor), ``realistic``."""
+    from helpers.distance import FLOOR_METRICS, realistic
+
+    rows = []
+    sel = scores[scores["tissue"] == "all"] if "tissue" in scores.columns else scores
+    for (ds, metric, method), frame in sel.groupby(["dataset", "metric", "method"], sort=False):
+        value = float(frame.groupby("subject")["value"].mean().mean())
+        low, high = _interval(_draws(bootstrap, ds, metric, method))
+        f = _point_floor(floor, ds, metric, method) if metric in FLOOR_METRICS else np.nan
+        rows.append({"dataset": ds, "metric": metric, "method": method, "score": value, "score_low": low,
+                     "score_high": high, "real_vs_real": f, "realistic": realistic(metric, value, f)})
+    return pd.DataFrame(rows, columns=["dataset", "metric", "method", "score", "score_low", "score_high",
+                                       "real_vs_real", "realistic"])
+
+
+def with_disagreement(verdict):
+    """The verdict with ``disagrees``: on each validated row, the other validated judges of
+    its dataset that name a different closest generator (``judge: generator``, '; '
+    joined); "" when they agree or the row is not validated."""
+    from helpers.report import judge_title
+
+    out = verdict.copy()
+    notes = []
+    for _, row in out.iterrows():
+        if not bool(row.get("validated")):
+            notes.append("")
+            continue
+        others = out[(out["dataset"] == row["dataset"]) & out["validated"].astype(bool) & (out["metric"] != row["metric"])]
+        notes.append("; ".join(f"{judge_title(o)}: {o['best']}" for _, o in others.iterrows()
+                               if isinstance(o["best"], str) and o["best"] and o["best"] != row["best"]))
+    out["disagrees"] = notes
     return out
 
 
@@ -442,7 +585,8 @@ def with_validation(verdict, validation):
             (validation["dataset"].astype(str) == str(ds)) & (validation["metric"] == metric)]
         if len(rows):
             validated.append(bool(rows["validated"].astype(bool).all()))
-            totals = rows[["named", "acceptable", "cases", "mixtures_ok", "mixtures"]].sum()
+            totals = rows[[c for c in ("named", "acceptable", "cases", "mixtures_ok", "mixtures", "ladders_ok", "ladders")
+                           if c in rows.columns]].sum()
             sentence = known_answer_sentence(totals)
             if len(rows) > 1:
                 sentence = sentence.replace("on this scan", f"over {len(rows)} subjects")

@@ -21,6 +21,8 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
+
 from helpers.io import atomic_path
 from helpers.provenance import provenance_markdown  # noqa: F401  (the reports import it from here)
 
@@ -224,14 +226,84 @@ def _number(value, digits=3):
     return None if math.isnan(value) else f"{value:.{digits}g}"
 
 
-def verdict_lines(path):
-    """One sentence per (dataset, metric) of a ``verdict.csv``; [] when it is absent.
+def _percent(value):
+    return f"{100 * float(value):.0f}%"
 
-    Example: ``sample · two-sample classifier [validated]: Sampled closest, 0.0012 below
-    Syn (95% CI 0.0003 to 0.0021), best in 4/5 replicates``. A margin whose interval
-    includes 0 reads ``Sampled ≈ SampleAndMean (cannot be told apart)``; a judge that failed
-    the known-answer check says so and what it scored there, and its best is "lowest",
-    never "closest".
+
+def distance_phrase(row):
+    """The closest generator's distance in words: its score with its interval, the floor,
+    and whether it is realistic; "" for a row without a score.
+
+    >>> distance_phrase({"metric": "c2st_accuracy", "best_mean": 0.723, "score_low": 0.70, "score_high": 0.75,
+    ...                  "real_vs_real": 0.50, "realistic": False})
+    'told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not realistic'
+    """
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    if score is None:
+        return ""
+    ok = get("realistic")
+    verdict = "" if not isinstance(ok, (bool, np.bool_)) and str(ok) not in ("True", "False") else (
+        ": realistic" if str(ok) == "True" else ": not realistic")
+    if get("metric") == "c2st_accuracy":
+        text = f"told from the scan in {_percent(get('best_mean'))} of voxels"
+        if low is not None and high is not None:
+            text += f" (95% CI {_percent(get('score_low'))[:-1]}-{_percent(get('score_high'))}"
+            text += f"; two halves of the scan: {_percent(get('real_vs_real'))})" if floor is not None else ")"
+        elif floor is not None:
+            text += f" (two halves of the scan: {_percent(get('real_vs_real'))})"
+        return text + verdict
+    text = f"score {score}"
+    if low is not None and high is not None:
+        text += f" (95% CI {low} to {high})"
+    if floor is not None:
+        text += f", floor {floor} (two halves of the scan)"
+    return text + verdict
+
+
+def headline_lines(table):
+    """What a dataset's verdict says first: that no candidate is realistic, by any
+    validated judge with a floor, or which one is; [] when no validated judge has a floor.
+
+    Example: ``no candidate is realistic for this scan: the closest, SubjectFORCE, is told
+    from it in 72% of voxels (two halves of the scan: 50%)``.
+    """
+    lines = []
+    if "realistic" not in table.columns or "validated" not in table.columns:
+        return lines
+    for ds, rows in table.groupby("dataset", sort=False):
+        rows = rows[rows["validated"].astype(bool) & rows["realistic"].astype(str).isin(["True", "False"])]
+        if rows.empty:
+            continue
+        first = rows.iloc[0]
+        what = (f"is told from it in {_percent(first['best_mean'])} of voxels (two halves of the scan: "
+                f"{_percent(first['real_vs_real'])})" if first["metric"] == "c2st_accuracy"
+                else f"scores {_number(first['best_mean'])} against a floor of {_number(first['real_vs_real'])}")
+        if (rows["realistic"].astype(str) == "True").any():
+            ok = rows[rows["realistic"].astype(str) == "True"].iloc[0]
+            lines.append(f"{ds} · {ok['best']} is realistic for this scan by the {_judge(ok)}: "
+                         f"{distance_phrase(ok).split(':')[0]}")
+        else:
+            lines.append(f"{ds} · no candidate is realistic for this scan: the closest, {first['best']}, {what}")
+    return lines
+
+
+def _judge(row):
+    from helpers.report import judge_title
+
+    return judge_title(row)
+
+
+def verdict_lines(path):
+    """The headline and one sentence per (dataset, metric) of a ``verdict.csv``; [] when
+    it is absent.
+
+    Example: ``sample · two-sample classifier [validated]: Sampled closest, told from the
+    scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not realistic;
+    0.0012 below Syn (95% CI 0.0003 to 0.0021), best in 4/5 replicates``. A margin whose
+    interval includes 0 reads ``Sampled ≈ SampleAndMean (cannot be told apart)``; a judge
+    that failed the known-answer check says so and what it scored there, and its best is
+    "lowest", never "closest"; validated judges that name different generators say so.
     """
     import pandas as pd
 
@@ -244,7 +316,7 @@ def verdict_lines(path):
         return []
     table = pd.read_csv(path)
     judged = "validated" in table.columns
-    lines = []
+    lines = headline_lines(table) if judged else []
     for row in table.to_dict("records"):
         if judged:
             ok = bool(row["validated"])
@@ -257,19 +329,24 @@ def verdict_lines(path):
             text += f"{row.get('best')} {'closest' if ok else 'lowest'}"
         else:
             text += f"{row.get('best')} ≈ {row.get('runner_up')} (cannot be told apart)"
+        distance = distance_phrase(row) if "real_vs_real" in row else ""
+        if distance:
+            text += f", {distance};"
         margin = _number(row.get("margin"))
         if margin is not None and isinstance(row.get("runner_up"), str):
-            text += f", {margin} below {row['runner_up']}"
+            text += f"{'' if distance else ','} {margin} below {row['runner_up']}"
             low, high = _number(row.get("ci_low")), _number(row.get("ci_high"))
             if low is not None and high is not None:
                 text += f" (95% CI {low} to {high})"
         held, n = _number(row.get("rank_held"), 6), _number(row.get("rank_n"), 6)
         if held is not None and n is not None:
-            unit = row.get("level") if isinstance(row.get("level"), str) else "unit"
-            text += f", best in {held}/{n} {unit}s"
+            text += f", best in {held}/{n} replicates"
         ratio = _number(row.get("ratio_to_floor"))
         if ratio is not None:
             text += f"; {ratio}x the noise floor"
+        disagrees = row.get("disagrees")
+        if ok and isinstance(disagrees, str) and disagrees:
+            text += f"; validated judges disagree: {disagrees}"
         lines.append(text)
     return lines
 

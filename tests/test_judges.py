@@ -158,7 +158,9 @@ def test_identical_generators_cannot_be_told_apart(sample, generators):
 def test_pseudo_scans_use_disjoint_seeds_and_the_subject_shape(unmistakable, sample):
     panel, _ = unmistakable
     scan = pseudo_scan(panel, "stick")
-    assert scan.shape == sample.attenuation.shape
+    # as many voxels as the real scan has judge voxels (the sample's chessboard: 496 of 1000)
+    assert sample.is_split and sample.n_judge_voxels == 496
+    assert scan.shape == (sample.n_judge_voxels, sample.n_directions)
     again = pseudo_scan(panel, "stick")
     np.testing.assert_array_equal(scan, again)  # seeded
     training = replicate_seeds(0, panel.specs["stick"], 0)[0]
