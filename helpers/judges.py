@@ -669,12 +669,12 @@ def ladder_specs(family, rungs=LADDER_RUNGS):
 
 def ladder_recipe(profile):
     """The training recipe of the ladder's models: the profile's batch and learning rate,
-    at most 50,000 voxels, 10 epochs and 2 replicates (the ladder tests the judge
+    at most 50,000 voxels, 10 epochs and one replicate per rung (the ladder tests the judge
     procedure; its models need to be trained alike, not to the full recipe)."""
     n = int(min(profile["n_voxels"], 50_000))
     return {"n_voxels": n, "n_val": max(1, round(n * profile["n_val"] / profile["n_voxels"])),
             "epochs": int(min(profile["epochs"], 10)), "batch_size": int(profile["batch_size"]),
-            "learning_rate": float(profile["learning_rate"]), "replicates": int(min(profile["replicates"], 2))}
+            "learning_rate": float(profile["learning_rate"]), "replicates": 1}
 
 
 def train_ladder(subject, families=LADDER_FAMILIES, *, recipe, seed=DEFAULTS["seed"], snr=DEFAULTS["snr"],

@@ -521,7 +521,7 @@ def with_distance(verdict, bootstrap, floor):
         new["real_vs_real"].append(f)
         new["floor_low"].append(f_low)
         new["floor_high"].append(f_high)
-        new["realistic"].append(realistic(metric, row["best_mean"], f))
+        new["realistic"].append(realistic(metric, row["best_mean"], f, f_high))
         new["realistic_rule"].append(realistic_rule(metric) if has_floor else "")
     for col, values in new.items():
         out[col] = pd.Series(values, index=out.index, dtype=object if col in ("realistic", "realistic_rule") else float)
@@ -540,8 +540,9 @@ def distance_table(scores, bootstrap, floor):
         value = float(frame.groupby("subject")["value"].mean().mean())
         low, high = _interval(_draws(bootstrap, ds, metric, method))
         f = _point_floor(floor, ds, metric, method) if metric in FLOOR_METRICS else np.nan
+        f_high = _interval(_draws(bootstrap, ds, metric, method, "floor"))[1] if metric in FLOOR_METRICS else np.nan
         rows.append({"dataset": ds, "metric": metric, "method": method, "score": value, "score_low": low,
-                     "score_high": high, "real_vs_real": f, "realistic": realistic(metric, value, f)})
+                     "score_high": high, "real_vs_real": f, "realistic": realistic(metric, value, f, f_high)})
     return pd.DataFrame(rows, columns=["dataset", "metric", "method", "score", "score_low", "score_high",
                                        "real_vs_real", "realistic"])
 

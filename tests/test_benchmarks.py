@@ -53,3 +53,9 @@ def test_bad_inputs_tiny():
     out = _run("bad_inputs.py", "--tiny", timeout=180)
     assert "| case | input | exit code | seconds | first line printed |" in out
     assert "| plugin_import |" in out and "| subject_escape |" in out
+
+
+def test_bench_intervals_tiny():
+    out = _run("bench_intervals.py", "--tiny", timeout=180)
+    assert "judge voxels of 1000; generator SubjectFORCE" in out
+    assert "width ratio 3 vs 2 replicates: block bootstrap" in out and "replicate-only t" in out
