@@ -69,8 +69,8 @@ def main(argv=None):
         from helpers.layouts import load_subject
 
         config = load_config(args.config)
-        sid = config["subjects"][0]
-        subject, label = load_subject(config, sid), f"{config['dataset']} {sid}"
+        sid = list(config.subjects)[0]
+        subject, label = load_subject(config, sid), f"{config.dataset} {sid}"
     print(f"{label}: {subject.n_judge_voxels} judge voxels of {subject.n_voxels}; generator {args.method}; "
           f"{args.draws} bootstrap draws")
     results = {}
