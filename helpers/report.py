@@ -5,7 +5,10 @@ Markdown the summary report opens with: per dataset and metric, the closest gene
 its margin over the next with a 95% confidence interval, how often it ranked first, and
 the noise floor beside signal MAE. What a reader must know to weigh it (a quick profile,
 skipped methods, collapsed models, tiny tissue pools) comes right after; the caveats come
-once, at the end. :func:`stats_display` shortens the pairwise tests to what a reader reads.
+once, at the end. :func:`stats_display` shortens the pairwise tests to what a reader reads;
+:func:`distance_display`, :func:`top_features`, :func:`feature_table`, :func:`ladder_display`
+and :func:`validation_display` do the same for the distance-first tables, and
+:func:`p_real_maps` reads the classifier's per-voxel maps.
 
 Labels come from :mod:`helpers.contract`; this module imports no figure code.
 """
@@ -23,8 +26,9 @@ from helpers.contract import DEFAULTS, METRIC_LABELS, method_name
 from helpers.stats import MIN_SUBJECTS, check_table
 
 __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
-           "told_apart", "judge_title",
-           "VERDICT_COLUMNS", "STATS_COLUMNS"]
+           "told_apart", "judge_title", "findings_markdown", "summary_table", "closest_generators",
+           "distance_display", "top_features", "feature_table", "ladder_display", "validation_display",
+           "p_real_maps", "VERDICT_COLUMNS", "STATS_COLUMNS"]
 
 VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
                    "margin", "ci_low", "ci_high", "level", "n_units", "rank_held", "rank_n",
@@ -92,7 +96,14 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
     -------
     str
         Markdown. A quick profile opens with a bold line saying it is a smoke test of the
-        pipeline, not a finding. Then per dataset one line per metric, e.g.
+        pipeline, not a finding. A judged verdict (with ``validated``, and the distance
+        columns of :func:`helpers.pipeline.with_distance`) opens each dataset with its
+        headline in bold (:func:`helpers.render.headline_lines`), e.g. ``**No candidate is
+        realistic for this scan: the closest, Sampled, is told from it in 72% of voxels
+        (two halves of the scan: 50%).**``; each judge's line then gives the closest
+        generator's score with its interval, the real-vs-real floor and whether it is
+        realistic, and where validated judges name different generators one line says so
+        and shows each judge's pick. Otherwise per dataset one line per metric, e.g.
         ``**Closest: Sampled** on angular deviation — 4.6° vs 5.5° (SampleAndMean),
         margin 0.9° [95% CI -1.1, 2.9], lowest in 4/5 replicates.`` followed by whether
         the interval excludes 0. Skipped methods, collapsed models and tiny pools are
@@ -120,6 +131,7 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
         lines.append("")
         rows = verdict[verdict["dataset"] == dataset]
         if judged:
+            lines += _headline(rows)
             lines += _judged_lines(rows)
         else:
             for row in rows.itertuples(index=False):
@@ -133,7 +145,8 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
     generator_notes = list(generator_notes or ())
     if generator_notes:
         lines += ["**Generators drawn from files or from the subject:**"] + [f"- {x}" for x in generator_notes] + [""]
-    lines += _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic)
+    resampled = set(verdict.loc[verdict["level"] == "bootstrap", "dataset"])
+    lines += _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic, bootstrap=resampled)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -191,6 +204,201 @@ def error_map_volumes(subject_dir, methods, metric):
         names = [method_name(m) for m in methods]
         raise ValueError(f"{maps}: no {metric!r} map for any of {names}")
     return out
+
+
+# --------------------------------------------------------------------------- distance tables
+
+
+def summary_table(folder, name):
+    """``<folder>/<name>.csv`` (subject and dataset as text), or None where the file is
+    absent or has no rows: a summary written before the table existed."""
+    path = Path(folder) / f"{name}.csv"
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"subject": str, "dataset": str})
+    except pd.errors.EmptyDataError:
+        return None
+    return table if len(table) else None
+
+
+def closest_generators(verdict):
+    """Dataset -> the generator the verdict names closest: the best of the headline's row
+    (the first validated judge with a floor), else of the first validated judge, else of
+    the two-sample classifier (whose per-voxel maps the report shows), else the first row."""
+    out = {}
+    for ds, rows in verdict.groupby("dataset", sort=False):
+        ok = rows["validated"].astype(bool) if "validated" in rows.columns else pd.Series(False, index=rows.index)
+        floor = rows["realistic"].astype(str).isin(["True", "False"]) if "realistic" in rows.columns else ok & False
+        for pick in (rows[ok & floor], rows[ok], rows[rows["metric"] == "c2st_accuracy"], rows):
+            if len(pick):
+                out[ds] = pick["best"].iloc[0]
+                break
+    return out
+
+
+def _appearance(values):
+    """Each value's rank by first appearance (datasets and subjects keep the run's order)."""
+    first = {v: i for i, v in enumerate(pd.unique(values))}
+    return values.map(first)
+
+
+def _yes_no(x):
+    return {"True": "yes", "False": "no"}.get(str(x), "–")
+
+
+def distance_display(distances):
+    """Every generator's distance from the scan, per dataset and judge, closest first.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame
+        ``distances.csv`` (:func:`helpers.pipeline.distance_table`): ``dataset, metric,
+        method, score, score_low, score_high, real_vs_real, realistic``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dataset, judge, generator, score [95% CI], two halves of the scan,
+        realistic`` as text: the floor is the same judge on two halves of the scan's judge
+        voxels ("–" for the reconstruction errors, which have none).
+    """
+    check_table(distances, ("dataset", "metric", "method", "score", "score_low", "score_high", "real_vs_real",
+                            "realistic"), "distances")
+    # judges with a floor first (the distances proper), each in the table's order, closest first
+    floored = set(distances.loc[pd.to_numeric(distances["real_vs_real"], errors="coerce").notna(), "metric"])
+    order = {m: (m not in floored, i) for i, m in enumerate(pd.unique(distances["metric"]))}
+    d = distances.assign(_d=_appearance(distances["dataset"]), _m=distances["metric"].map(order)).sort_values(
+        ["_d", "_m", "score"], kind="stable")
+    interval = [f"{_num(v, m)} [{_num(lo, m)}, {_num(hi, m)}]" if _finite(lo) and _finite(hi) else _num(v, m)
+                for v, lo, hi, m in zip(d["score"], d["score_low"], d["score_high"], d["metric"])]
+    return pd.DataFrame({
+        "dataset": d["dataset"].to_numpy(),
+        "judge": [judge_title({"metric": m}) for m in d["metric"]],
+        "generator": d["method"].to_numpy(),
+        "score [95% CI]": interval,
+        "two halves of the scan": [_num(f, m) for f, m in zip(d["real_vs_real"], d["metric"])],
+        "realistic": [_yes_no(x) for x in d["realistic"]],
+    })
+
+
+_FEATURE_COLUMNS = ("dataset", "subject", "method", "feature", "ks", "median_real", "median_synthetic", "rank")
+
+
+def top_features(features, closest, *, n=5):
+    """The ``n`` features that differ most between each subject's scan and its dataset's
+    closest generator (largest Kolmogorov-Smirnov distance first).
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        ``features.csv`` (:func:`helpers.realism.feature_differences` per subject and
+        generator): ``dataset, subject, method, feature, ks, median_real,
+        median_synthetic, rank``.
+    closest : dict of str to str
+        Dataset -> generator (:func:`closest_generators`).
+    n : int
+        Features per subject.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, subject, generator, feature, KS, median (scan), median (generator)``.
+    """
+    check_table(features, _FEATURE_COLUMNS, "features")
+    keep = features["method"] == features["dataset"].astype(str).map(closest)
+    f = features[keep & (features["rank"] <= n)]
+    f = f.assign(_d=_appearance(f["dataset"]), _s=_appearance(f["subject"])).sort_values(
+        ["_d", "_s", "rank"], kind="stable")
+    return pd.DataFrame({
+        "dataset": f["dataset"].to_numpy(), "subject": f["subject"].to_numpy(), "generator": f["method"].to_numpy(),
+        "feature": f["feature"].to_numpy(), "KS": f["ks"].round(3).to_numpy(),
+        "median (scan)": [f"{v:.3g}" for v in f["median_real"]],
+        "median (generator)": [f"{v:.3g}" for v in f["median_synthetic"]],
+    }).reset_index(drop=True)
+
+
+def feature_table(features):
+    """Every feature's Kolmogorov-Smirnov distance per generator: index ``dataset,
+    subject, feature`` (the features that differ most across generators first), one
+    column per generator, values to 3 decimals."""
+    check_table(features, _FEATURE_COLUMNS, "features")
+    wide = features.pivot_table(index=["dataset", "subject", "feature"], columns="method", values="ks",
+                                aggfunc="first", sort=False)
+    wide = wide[list(pd.unique(features["method"]))]
+    mean = wide.mean(axis=1).rename("_mean").reset_index()
+    mean = mean.assign(_d=_appearance(mean["dataset"]), _s=_appearance(mean["subject"]))
+    order = mean.sort_values(["_d", "_s", "_mean"], ascending=[True, True, False], kind="stable")
+    wide = wide.loc[list(zip(order["dataset"], order["subject"], order["feature"]))]
+    wide.columns.name = None
+    return wide.round(3)
+
+
+def ladder_display(ladder):
+    """The ladders as text: ``dataset, subject, judge, family, truth (scale), judge's order
+    (closest first), rho, passed``. A family's rungs are one generator with every
+    diffusivity scaled (:func:`helpers.judges.ladder_specs`); the order is the rungs'
+    scales as the judge ranked them, and a ladder passes when Spearman's rho of score
+    against distance from the truth is high enough (:data:`helpers.judges.LADDER_RHO`)."""
+    check_table(ladder, ("dataset", "subject", "metric", "family", "truth", "order", "rho", "passed"), "ladder")
+    return pd.DataFrame({
+        "dataset": ladder["dataset"].to_numpy(), "subject": ladder["subject"].to_numpy(),
+        "judge": [judge_title(r) for r in ladder.to_dict("records")],
+        "family": ladder["family"].to_numpy(), "truth (scale)": [f"{x:g}" if _finite(x) else str(x)
+                                                                 for x in ladder["truth"]],
+        "judge's order (closest first)": [str(x).replace(";", ", ") for x in ladder["order"]],
+        "rho": [f"{float(x):.2f}" if _finite(x) else "–" for x in ladder["rho"]],
+        "passed": [_yes_no(x) for x in ladder["passed"]],
+    })
+
+
+def validation_display(validation):
+    """Which judges passed the known-answer check, per subject, as text: ``dataset,
+    subject, judge metric, validated, named, mixtures followed, ladders ordered, why
+    not`` (ladders "–" in a table written before the ladder)."""
+    check_table(validation, ("dataset", "subject", "metric", "validated", "named", "acceptable", "cases",
+                             "mixtures_ok", "mixtures", "reason"), "validation")
+    v = validation
+    ladders = ([f"{int(a)} of {int(b)}" if _finite(a) and _finite(b) else "–"
+                for a, b in zip(v["ladders_ok"], v["ladders"])]
+               if {"ladders_ok", "ladders"} <= set(v.columns) else ["–"] * len(v))
+    return pd.DataFrame({
+        "dataset": v["dataset"].to_numpy(), "subject": v["subject"].to_numpy(), "judge metric": v["metric"].to_numpy(),
+        "validated": [_yes_no(x) for x in v["validated"]],
+        "named": [f"{n} of {c} ({a} with the inseparable)" for n, a, c in zip(v["named"], v["acceptable"], v["cases"])],
+        "mixtures followed": [f"{a} of {b}" for a, b in zip(v["mixtures_ok"], v["mixtures"])],
+        "ladders ordered": ladders,
+        "why not": [r if isinstance(r, str) else "" for r in v["reason"]],
+    })
+
+
+def p_real_maps(subject_dirs, closest):
+    """Subject folder -> ``{generator: (X, Y, Z) ndarray}``: the two-sample classifier's
+    held-out probability that each real judge voxel is real (NaN elsewhere), for the
+    dataset's closest generator, read from ``judges/maps/<generator>_p_real.nii.gz``.
+
+    Near 0.5 the generator makes voxels like that one; near 1 it makes none like it.
+    Subjects without the map (an older run, or a generator skipped there) are left out.
+    """
+    out = {}
+    for folder in map(Path, subject_dirs):
+        name = closest.get(folder.parent.name)
+        path = folder / "judges" / "maps" / f"{name}_p_real.nii.gz"
+        if isinstance(name, str) and path.is_file():
+            out[folder] = {name: np.asarray(nib.load(path).dataobj, dtype=float)}
+    return out
+
+
+def _markdown_table(table):
+    """A DataFrame (its index as columns where named) as a Markdown table."""
+    t = table.reset_index() if any(n is not None for n in table.index.names) else table
+
+    def cell(x):
+        return "–" if isinstance(x, float) and math.isnan(x) else str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, t.columns)) + " |", "|---" * len(t.columns) + "|"]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in t.itertuples(index=False)]
+    return lines
 
 
 # --------------------------------------------------------------------------- helpers
@@ -254,9 +462,66 @@ def judge_title(row):
     return f"{label}, {metric_name(metric)}" if judge == "reconstruction" else label
 
 
+def _headline(rows):
+    """A dataset's headline (:func:`helpers.render.headline_lines`) as a bold line; [] when
+    no validated judge has a floor."""
+    from helpers.render import headline_lines  # render imports this module inside its functions, as here
+
+    found = headline_lines(rows)
+    if not found:
+        return []
+    text = found[0].split(" · ", 1)[1]  # without the "dataset · " the heading already says
+    return [f"**{text[0].upper()}{text[1:]}.**", ""]
+
+
+def _distance(row, *, validated=True):
+    """The closest generator's distance in words (:func:`helpers.render.distance_phrase`),
+    e.g. ``told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan:
+    50%): not realistic``; "" for a row with neither an interval nor a floor (its score is
+    in the verdict line). A judge that is not validated says nothing of realistic: it
+    cannot tell."""
+    from helpers.render import distance_phrase  # render imports this module inside its functions, as here
+
+    if not any(_finite(getattr(row, k, None)) for k in ("score_low", "score_high", "real_vs_real")):
+        return ""
+    fields = row._asdict()
+    if not validated:
+        fields["realistic"] = None
+    return distance_phrase(fields)
+
+
+def _distance_sentence(row, *, validated=True):
+    """:func:`_distance` as a sentence with its generator and the rule, e.g. ``Sampled is
+    told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not
+    realistic (realistic: at most 0.05 above the floor).``; "" without a distance."""
+    phrase = _distance(row, validated=validated)
+    if not phrase:
+        return ""
+    text = f"{row.best} is {phrase}" if row.metric == "c2st_accuracy" else f"{row.best}: {phrase}"
+    rule = getattr(row, "realistic_rule", "")
+    if validated and str(getattr(row, "realistic", "")) in ("True", "False") and isinstance(rule, str) and rule:
+        text += f" (realistic: {rule})"
+    return text + "."
+
+
+def _disagreement_lines(validated):
+    """One line where validated judges name different closest generators (the verdict's
+    ``disagrees``, :func:`helpers.pipeline.with_disagreement`), showing each judge's pick
+    with its distance."""
+    if "disagrees" not in validated.columns or not any(
+            isinstance(x, str) and x for x in validated["disagrees"]):
+        return []
+    picks = []
+    for row in validated.itertuples(index=False):
+        phrase = _distance(row)
+        picks.append(f"*{judge_title(row)}* names {row.best}" + (f", {phrase}" if phrase else ""))
+    return [f"- **The validated judges disagree** on which generator is closest: {'; '.join(picks)}. "
+            "Both are shown: neither is the verdict alone."]
+
+
 def _judged_lines(rows):
     """A dataset's verdict lines, the validated judges first, then those that failed the
-    known-answer check, each with its known-answer result."""
+    known-answer check, each with its distance and its known-answer result."""
     validated = rows[rows["validated"].astype(bool)]
     failed = rows[~rows["validated"].astype(bool)]
     lines = []
@@ -264,8 +529,10 @@ def _judged_lines(rows):
         lines += ["**Judges validated on this scan** (the known-answer check: each named the "
                   "generator that made a pseudo-scan, wherever the pseudo-scans could be told apart):", ""]
         for row in validated.itertuples(index=False):
-            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row)} {_how_sure(row)} "
-                         f"Known answers: {row.known_answer}.")
+            distance = _distance_sentence(row)
+            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row)}{' ' + distance if distance else ''} "
+                         f"{_how_sure(row)} Known answers: {row.known_answer}.")
+        lines += _disagreement_lines(validated)
     else:
         lines += ["**No judge passed the known-answer check on this scan**: none of the rankings "
                   "below can be read as which generator is closest.", ""]
@@ -275,8 +542,9 @@ def _judged_lines(rows):
         for row in failed.itertuples(index=False):
             what = (" It ranks which generator's data trains the better denoiser for this scan."
                     if getattr(row, "judge", "") == "reconstruction" else "")
-            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row, validated=False)}{what} "
-                         f"Known answers: {row.known_answer}.")
+            distance = _distance_sentence(row, validated=False)
+            lines.append(f"- *{judge_title(row)}*: {_verdict_line(row, validated=False)}{what}"
+                         f"{' ' + distance if distance else ''} Known answers: {row.known_answer}.")
     return lines
 
 
@@ -307,6 +575,8 @@ def _how_sure(r):
     n = int(r.n_units) if _finite(r.n_units) else 0
     if r.level == "subject":
         across = f"across {n} subject{'s' if n != 1 else ''}"
+    elif r.level == "bootstrap":  # helpers.pipeline.with_distance: the scan and the replicates resampled
+        across = "block bootstrap of the judge voxels and the replicate models"
     else:  # a Welch interval over both methods' replicate values
         across = f"across {n} replicate models of the two methods"
     if not (_finite(r.ci_low) and _finite(r.ci_high)):
@@ -420,16 +690,26 @@ def _pool_lines(tiny_pools):
     return lines + [f"- {x}" for x in items] + [""]
 
 
-def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic):
+def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic, *, bootstrap=()):
+    """The caveats, once; ``bootstrap``: datasets whose intervals resample the judge voxels
+    (:func:`helpers.pipeline.with_distance`), not only the replicate models."""
     caveats = []
     approximate_tissue, synthetic = list(approximate_tissue), list(synthetic)
     few = [d for d in datasets if _n_for(n_subjects, d) < MIN_SUBJECTS]
-    if few:
+    replicates = [d for d in few if d not in set(bootstrap)]
+    resampled = [d for d in few if d in set(bootstrap)]
+    if replicates:
         caveats.append(
-            f"{', '.join(map(str, few))}: fewer than {MIN_SUBJECTS} subjects, so the intervals "
+            f"{', '.join(map(str, replicates))}: fewer than {MIN_SUBJECTS} subjects, so the intervals "
             "and tests run across replicate models of the same scan(s). They carry training "
             "randomness only, not the variation between subjects: the verdict is about these "
             "scans, not a population.")
+    if resampled:
+        caveats.append(
+            f"{', '.join(map(str, resampled))}: fewer than {MIN_SUBJECTS} subjects, so the intervals "
+            "resample the judge voxels and the replicate models of the same scan(s). They carry "
+            "the scan's sampling and the training randomness, not the variation between subjects: "
+            "the verdict is about these scans, not a population.")
     if approximate_tissue:
         caveats.append(f"Tissue maps of {', '.join(map(str, approximate_tissue))} are "
                        "approximate (DTI thresholds): per-tissue numbers are indicative.")
@@ -444,18 +724,25 @@ def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic):
 def findings_markdown(summary_dir, *, source="make run"):
     """The known-answer findings of a run as Markdown, from its summary tables only.
 
-    Reads ``known_answer.csv``, ``validation.csv``, ``noise_check.csv`` and
-    ``verdict.csv`` of a summary folder (``results/summary`` after ``make run``) and writes
-    per dataset: the truth x picked table of every judge metric (truth_first/n in each
-    cell), which judges were validated, the noise-model check and the verdict lines as the
-    console prints them. Nothing in it is typed by hand (``docs/make_findings.py``).
+    Reads ``known_answer.csv``, ``validation.csv``, ``noise_check.csv``, ``ladder.csv``,
+    ``distances.csv``, ``features.csv`` and ``verdict.csv`` of a summary folder
+    (``results/summary`` after ``make run``) and writes per subject: the truth x picked
+    table of every judge metric (truth_first/n in each cell), which judges were validated
+    (with the ladders they ordered), the ladders and the noise-model check; then every
+    generator's distance with its floor (:func:`distance_display`), the features that
+    differ most for the closest generator (:func:`top_features`) and every feature's KS
+    distance (:func:`feature_table`), and the verdict lines as the console prints them. A
+    table a summary lacks (an older run) is one line saying so. Nothing in it is typed by
+    hand (``docs/make_findings.py``).
     """
-    from helpers.render import verdict_lines
+    from helpers.render import verdict_lines  # render imports this module inside its functions, as here
 
     summary_dir = Path(summary_dir)
     known = pd.read_csv(summary_dir / "known_answer.csv", dtype={"subject": str})
     validation = pd.read_csv(summary_dir / "validation.csv", dtype={"subject": str})
     noise = pd.read_csv(summary_dir / "noise_check.csv", dtype={"subject": str})
+    ladder = summary_table(summary_dir, "ladder")
+    tables = {name: summary_table(summary_dir, name) for name in ("distances", "features", "verdict")}
     lines = [f"# What the known-answer check found ({source})", "",
              f"Written by `docs/make_findings.py` from `{summary_dir.as_posix()}`; every number below is the "
              "run's own output. Rows: the generator that made the pseudo-scan. Cells: the generator the "
@@ -469,11 +756,14 @@ def findings_markdown(summary_dir, *, source="make run"):
         for truth, row in wide.iterrows():
             lines.append(f"| {truth} | " + " | ".join(str(row[c]) for c in wide.columns) + " |")
         v = validation[(validation["dataset"] == ds) & (validation["subject"] == sid)]
-        lines += ["", "| judge metric | validated | named | mixtures followed | why not |", "|---|---|---|---|---|"]
-        for r in v.to_dict("records"):
-            reason = r["reason"] if isinstance(r["reason"], str) else ""
-            lines.append(f"| {r['metric']} | {'yes' if r['validated'] else 'no'} | {r['named']} of {r['cases']} "
-                         f"({r['acceptable']} with the inseparable) | {r['mixtures_ok']} of {r['mixtures']} | {reason} |")
+        shown = validation_display(v).drop(columns=["dataset", "subject"])
+        lines += ["", *_markdown_table(shown)]
+        if ladder is not None:
+            lad = ladder[(ladder["dataset"] == ds) & (ladder["subject"] == sid)]
+            if len(lad):
+                lines += ["", "Ladders (the truth is none of the candidates; a judge should rank the rungs by "
+                          "their distance from it):", "", *_markdown_table(ladder_display(lad).drop(
+                              columns=["dataset", "subject"]))]
         nz = noise[(noise["dataset"] == ds) & (noise["subject"] == sid)]
         wide_noise = nz.pivot_table(index="method", columns="synthetic_noise", values="accuracy", sort=False)
         lines += ["", "Classifier accuracy, pseudo-scan (per-voxel noise) vs the same generator's data:", "",
@@ -481,6 +771,26 @@ def findings_markdown(summary_dir, *, source="make run"):
         lines += [f"| {m} | {r.get('global', float('nan')):.3f} | {r.get('per_voxel', float('nan')):.3f} |"
                   for m, r in wide_noise.iterrows()]
         lines.append("")
+    if ladder is None:
+        lines += ["No `ladder.csv` in this summary (written before the ladder).", ""]
+    lines += ["## Distance from the scan", ""]
+    if tables["distances"] is None:
+        lines += ["No `distances.csv` in this summary (written before the distances).", ""]
+    else:
+        lines += ["Every generator's score on the scan's judge voxels with its block-bootstrap 95% interval, "
+                  "beside the same judge on two halves of the scan (the floor); closest first.", "",
+                  *_markdown_table(distance_display(tables["distances"])), ""]
+    lines += ["## Where the closest generator differs", ""]
+    missing = [name for name in ("features", "verdict") if tables[name] is None]
+    if missing:
+        lines += [f"No `{name}.csv` in this summary (written before it): no feature table." for name in missing] + [""]
+    else:
+        closest = closest_generators(tables["verdict"])
+        lines += ["The features whose distribution differs most between the scan and its closest generator "
+                  "(Kolmogorov-Smirnov distance: 0 same, 1 disjoint):", "",
+                  *_markdown_table(top_features(tables["features"], closest)), "",
+                  "Every feature's KS distance, per generator:", "",
+                  *_markdown_table(feature_table(tables["features"])), ""]
     verdicts = verdict_lines(summary_dir / "verdict.csv")
     if verdicts:
         lines += ["## Verdict lines, as printed", "", "```", *verdicts, "```", ""]
