@@ -96,6 +96,7 @@ from scipy.special import iv
 __all__ = [
     "ForceRanges",
     "ForceParameters",
+    "ForceTable",
     "draw_force_parameters",
     "force_signal",
     "simulate_force",
@@ -598,7 +599,6 @@ def force_signal(bvals, bvecs, params, *, dtype=np.float64, chunk=512):
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     n, m = len(params), bvals.size
-    vertices = _vertices()
     used = params.used
     if n == 0:
         return np.empty((0, m), dtype=dtype)
@@ -611,68 +611,139 @@ def force_signal(bvals, bvecs, params, *, dtype=np.float64, chunk=512):
     codes, kernel_of = np.unique(keys[..., 0].astype(np.int64) * len(odis) + odi_code.reshape(n, 3), return_inverse=True)
     kernel_of = kernel_of.reshape(n, 3)
     kernel_vertex, kernel_odi = codes // len(odis), odis[codes % len(odis)]
-    n_kernels = len(codes)
 
     # Chebyshev nodes over the δ the fibres need: d_par (stick) and d_par - d_perp (zeppelin).
     deltas = np.concatenate([params.d_par[used], (params.d_par - params.d_perp)[used]])
-    lo, hi = deltas.min(), deltas.max()
-    center, half = (lo + hi) / 2, max((hi - lo) / 2, 1e-12)
-    g2 = np.einsum("ij,ij->i", bvecs, bvecs)  # |g|², 0 at b0
-    x = bvals[:, None] * (bvecs @ vertices.T) ** 2  # (m, J): b (g·v_j)²
-    x_max = float(x.max(initial=0.0))
-    scale = max(1.0, np.exp(-x_max * center))
-    order = _chebyshev_order(x_max * half, scale, 1e-12 if dtype == np.float64 else 1e-7)
-    if n_kernels * order * m * dtype.itemsize > _TABLE_BYTES:
-        raise ValueError(
-            f"params.odi: {n_kernels} distinct (direction, ODI) kernels need a table of more than "
-            f"{_TABLE_BYTES / 1024**3:.0f} GiB; draw the ODI from a grid as FORCE does"
-        )
-    theta = np.pi * (np.arange(order) + 0.5) / order
-    nodes = center + half * np.cos(theta)  # (K,) δ at the Chebyshev nodes
-    dct = 2.0 / order * np.cos(np.outer(np.arange(order), theta))  # values -> coefficients
-    dct[0] /= 2
-    expo = np.exp(-nodes[:, None, None] * x[None])  # (K, m, J)
-
-    # Table of Chebyshev coefficients, (kernels, K, m), built in blocks of kernels.
-    table = np.empty((n_kernels, order, m), dtype=dtype)
-    kappa_all = 1.0 / np.tan(np.pi / 2 * kernel_odi)
-    block = max(1, int(2**24 // (order * m + vertices.shape[0])))
-    for start in range(0, n_kernels, block):
-        sl = slice(start, min(start + block, n_kernels))
-        cos = vertices[kernel_vertex[sl]] @ vertices.T  # (P, J)
-        w = np.exp(-kappa_all[sl, None] * (1.0 - cos**2))  # Bingham, k1 = k2 = kappa
-        w /= w.sum(axis=1, keepdims=True)
-        values = (w @ expo.reshape(order * m, -1).T).reshape(-1, order, m)  # F at the nodes
-        table[sl] = np.einsum("kl,plm->pkm", dct, values)
-
-    # Per fibre and chunk: the Chebyshev basis T_k(s) at the fibre's two δ (stick, zeppelin),
-    # scaled by the fibre's share of the voxel, times its kernel's coefficients.
-    wm = params.fractions[:, :1] * np.where(used, params.weights, 0.0)
-    share = np.stack([wm * params.f_intra, wm * (1.0 - params.f_intra)], axis=-1)  # (n, 3, 2)
-    s = np.stack([params.d_par, params.d_par - params.d_perp], axis=-1)
-    s = np.clip((s - center) / half, -1.0, 1.0)  # (n, 3, 2) in [-1, 1]
-    zep_decay = -(bvals * g2).astype(dtype)  # (m,): -b |g|², times d_perp below
-    d_perp = params.d_perp.astype(dtype)
-    iso_d = np.stack([params.gm_d, params.csf_d], axis=-1).astype(dtype)  # (n, 2)
-    iso_f = params.fractions[:, 1:].astype(dtype)
-    minus_b = -bvals.astype(dtype)
-    out = np.empty((n, m), dtype=dtype)
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
-        # GM and CSF: exp(-b d) as dipy's create_gm_signal / create_csf_signal (no |g|²).
-        iso = np.exp(iso_d[sl, :, None] * minus_b)  # (c, 2, m)
-        np.matmul(iso_f[sl, None, :], iso, out=out[sl, None, :])
-        basis = _chebyshev_basis(s[sl].astype(dtype), order)  # (c, 3, 2, K)
-        basis *= share[sl, :, :, None].astype(dtype)
-        sticks_zeps = np.matmul(basis, table[kernel_of[sl]])  # (c, 3, 2, m)
-        fibres = sticks_zeps[:, :, 1]
-        fibres *= np.exp(d_perp[sl, :, None] * zep_decay)
-        fibres += sticks_zeps[:, :, 0]
-        out[sl] += fibres.sum(axis=1)
-    return out
+    table = _KernelTable(bvals, bvecs, kernel_vertex, kernel_odi, deltas.min(), deltas.max(), dtype)
+    return table.evaluate(params, kernel_of, chunk)
 
 
-def simulate_force(bvals, bvecs, n, rng, *, ranges=ForceRanges(), b0_threshold=50.0):
+class _KernelTable:
+    """Chebyshev coefficients (kernels, K, m) of each (vertex, ODI) kernel's vertex sum
+    F(δ) over δ in [lo, hi], on one gradient table (see :func:`force_signal`)."""
+
+    def __init__(self, bvals, bvecs, kernel_vertex, kernel_odi, lo, hi, dtype):
+        vertices = _vertices()
+        n_kernels, m = len(kernel_vertex), bvals.size
+        self.bvals, self.bvecs, self.dtype = bvals, bvecs, dtype
+        self.center, self.half = (lo + hi) / 2, max((hi - lo) / 2, 1e-12)
+        x = bvals[:, None] * (bvecs @ vertices.T) ** 2  # (m, J): b (g·v_j)²
+        x_max = float(x.max(initial=0.0))
+        scale = max(1.0, np.exp(-x_max * self.center))
+        order = self.order = _chebyshev_order(x_max * self.half, scale, 1e-12 if dtype == np.float64 else 1e-7)
+        if n_kernels * order * m * dtype.itemsize > _TABLE_BYTES:
+            raise ValueError(
+                f"params.odi: {n_kernels} distinct (direction, ODI) kernels need a table of more than "
+                f"{_TABLE_BYTES / 1024**3:.0f} GiB; draw the ODI from a grid as FORCE does"
+            )
+        theta = np.pi * (np.arange(order) + 0.5) / order
+        nodes = self.center + self.half * np.cos(theta)  # (K,) δ at the Chebyshev nodes
+        dct = 2.0 / order * np.cos(np.outer(np.arange(order), theta))  # values -> coefficients
+        dct[0] /= 2
+        expo = np.exp(-nodes[:, None, None] * x[None])  # (K, m, J)
+        # Built in blocks of kernels.
+        self.table = np.empty((n_kernels, order, m), dtype=dtype)
+        kappa_all = 1.0 / np.tan(np.pi / 2 * np.asarray(kernel_odi, dtype=np.float64))
+        block = max(1, int(2**24 // (order * m + vertices.shape[0])))
+        for start in range(0, n_kernels, block):
+            sl = slice(start, min(start + block, n_kernels))
+            cos = vertices[kernel_vertex[sl]] @ vertices.T  # (P, J)
+            w = np.exp(-kappa_all[sl, None] * (1.0 - cos**2))  # Bingham, k1 = k2 = kappa
+            w /= w.sum(axis=1, keepdims=True)
+            values = (w @ expo.reshape(order * m, -1).T).reshape(-1, order, m)  # F at the nodes
+            self.table[sl] = np.einsum("kl,plm->pkm", dct, values)
+
+    def evaluate(self, params, kernel_of, chunk):
+        """The (n, m) signal of ``params``, fibre i of voxel v using kernel ``kernel_of[v, i]``.
+
+        Per fibre and chunk: the Chebyshev basis T_k(s) at the fibre's two δ (stick,
+        zeppelin), scaled by the fibre's share of the voxel, times its kernel's coefficients.
+        """
+        bvals, bvecs, dtype, order = self.bvals, self.bvecs, self.dtype, self.order
+        n, m = len(params), bvals.size
+        used = params.used
+        g2 = np.einsum("ij,ij->i", bvecs, bvecs)  # |g|², 0 at b0
+        wm = params.fractions[:, :1] * np.where(used, params.weights, 0.0)
+        share = np.stack([wm * params.f_intra, wm * (1.0 - params.f_intra)], axis=-1)  # (n, 3, 2)
+        s = np.stack([params.d_par, params.d_par - params.d_perp], axis=-1)
+        s = np.clip((s - self.center) / self.half, -1.0, 1.0)  # (n, 3, 2) in [-1, 1]
+        zep_decay = -(bvals * g2).astype(dtype)  # (m,): -b |g|², times d_perp below
+        d_perp = params.d_perp.astype(dtype)
+        iso_d = np.stack([params.gm_d, params.csf_d], axis=-1).astype(dtype)  # (n, 2)
+        iso_f = params.fractions[:, 1:].astype(dtype)
+        minus_b = -bvals.astype(dtype)
+        out = np.empty((n, m), dtype=dtype)
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            # GM and CSF: exp(-b d) as dipy's create_gm_signal / create_csf_signal (no |g|²).
+            iso = np.exp(iso_d[sl, :, None] * minus_b)  # (c, 2, m)
+            np.matmul(iso_f[sl, None, :], iso, out=out[sl, None, :])
+            basis = _chebyshev_basis(s[sl].astype(dtype), order)  # (c, 3, 2, K)
+            basis *= share[sl, :, :, None].astype(dtype)
+            sticks_zeps = np.matmul(basis, self.table[kernel_of[sl]])  # (c, 3, 2, m)
+            fibres = sticks_zeps[:, :, 1]
+            fibres *= np.exp(d_perp[sl, :, None] * zep_decay)
+            fibres += sticks_zeps[:, :, 0]
+            out[sl] += fibres.sum(axis=1)
+        return out
+
+
+class ForceTable:
+    """FORCE signals of many parameter sets on one gradient table, for the cost of one
+    kernel table: every (vertex, ODI) kernel of an ODI grid, tabulated once over δ in
+    [0, ``d_max``] (a calibration evaluates thousands of parameter sets).
+
+    Parameters
+    ----------
+    bvals, bvecs : array_like
+        As for :func:`force_signal`.
+    odi_grid : (G,) array_like
+        The ODI values fibres may take, in (0, 1].
+    d_max : float
+        Largest d_par, mm²/s; every d_par and d_par - d_perp must lie in [0, d_max].
+    dtype : {np.float32, np.float64}
+
+    Examples
+    --------
+    >>> t = ForceTable([0.0, 1000.0], [[0, 0, 0], [1, 0, 0]], ForceRanges().odi_grid, d_max=3e-3)
+    >>> p = draw_force_parameters(3, 1)
+    >>> bool(np.allclose(t.signal(p), force_signal([0.0, 1000.0], [[0, 0, 0], [1, 0, 0]], p), atol=1e-6))
+    True
+    """
+
+    def __init__(self, bvals, bvecs, odi_grid, *, d_max, dtype=np.float32):
+        bvals, bvecs = _check_gradients(bvals, bvecs)
+        self.odi_grid = np.asarray(odi_grid, dtype=np.float64)
+        if self.odi_grid.ndim != 1 or not self.odi_grid.size or not np.all((self.odi_grid > 0) & (self.odi_grid <= 1)):
+            raise ValueError(f"odi_grid must be a non-empty 1-D array of values in (0, 1], got {odi_grid!r}")
+        if not np.all(np.diff(self.odi_grid) > 0):
+            raise ValueError("odi_grid must be strictly increasing")
+        self.d_max = float(d_max)
+        if not self.d_max > 0:
+            raise ValueError(f"d_max must be > 0 (mm²/s), got {d_max!r}")
+        n_dirs, g = len(_vertices()), len(self.odi_grid)
+        kernel_vertex = np.repeat(np.arange(n_dirs), g)
+        kernel_odi = np.tile(self.odi_grid, n_dirs)
+        self._table = _KernelTable(bvals, bvecs, kernel_vertex, kernel_odi, 0.0, self.d_max, np.dtype(dtype))
+
+    def signal(self, params, *, chunk=512):
+        """(n, m) noise-free attenuation of ``params`` (ODIs on the grid, δ in [0, d_max])."""
+        if not isinstance(params, ForceParameters):
+            raise ValueError(f"params must be ForceParameters, got {type(params).__name__}")
+        used = params.used
+        pos = np.clip(np.searchsorted(self.odi_grid, params.odi), 0, len(self.odi_grid) - 1)
+        below = np.clip(pos - 1, 0, None)
+        pos = np.where(np.abs(self.odi_grid[below] - params.odi) < np.abs(self.odi_grid[pos] - params.odi), below, pos)
+        if np.any(used & (np.abs(self.odi_grid[pos] - params.odi) > 1e-9)):
+            raise ValueError("params.odi: every used fibre's ODI must be a value of the table's odi_grid")
+        d = np.concatenate([params.d_par[used], (params.d_par - params.d_perp)[used]])
+        if d.size and (d.min() < -1e-12 or d.max() > self.d_max * (1 + 1e-9)):
+            raise ValueError(f"params: d_par and d_par - d_perp must lie in [0, {self.d_max:g}] mm²/s for this table")
+        kernel_of = np.where(used, params.sphere_index, params.sphere_index[:, :1]) * len(self.odi_grid) + np.where(used, pos, pos[:, :1])
+        return self._table.evaluate(params, kernel_of, chunk)
+
+
+def simulate_force(bvals, bvecs, n, rng, *, ranges=ForceRanges(), b0_threshold=50.0, parameters=False):
     """Clean FORCE attenuation of n voxels drawn from dipy's distributions.
 
     Parameters
@@ -691,10 +762,13 @@ def simulate_force(bvals, bvecs, n, rng, *, ranges=ForceRanges(), b0_threshold=5
         Volumes with b <= this are b0 and set to exactly 1 (the project's attenuation is
         S / S0 with S0 the b0 mean), s/mm².
 
+    parameters : bool, optional
+        Also return the drawn :class:`ForceParameters` (each voxel's ground truth).
+
     Returns
     -------
     (n, m) ndarray of float32
-        Noise-free attenuation, S0 = 1.
+        Noise-free attenuation, S0 = 1 (and the ForceParameters with ``parameters``).
 
     Examples
     --------
@@ -706,4 +780,4 @@ def simulate_force(bvals, bvecs, n, rng, *, ranges=ForceRanges(), b0_threshold=5
     params = draw_force_parameters(n, rng, ranges=ranges)
     out = force_signal(bvals, bvecs, params, dtype=np.float32)
     out[:, bvals <= b0_threshold] = 1.0
-    return out
+    return (out, params) if parameters else out

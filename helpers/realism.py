@@ -242,7 +242,7 @@ def sh_power(signal, bvecs, *, order=None, orders=_SH_ORDERS):
         raise ValueError(f"signal has {signal.shape[1]} columns but bvecs has {len(bvecs)} directions")
     order = _fit_order(len(bvecs)) if order is None else int(order)
     basis, degrees = sh_basis(bvecs, order)
-    coef, *_ = np.linalg.lstsq(basis, signal.T, rcond=None)  # (k, n)
+    coef = np.linalg.pinv(basis) @ signal.T  # (k, n): the least-squares fit, one pseudo-inverse for all voxels
     resid = signal - (basis @ coef).T
     power = {int(l): (coef[degrees == l] ** 2).sum(axis=0) / (4 * np.pi) for l in orders if l <= order}
     return power, np.sqrt((resid**2).mean(axis=1))
