@@ -3,12 +3,17 @@
     synthqa run CONFIG [CONFIG ...] [--profile quick|paper] [--subjects ID ...] [--jobs N]
                        [--out DIR] [--force] [--scheduler ADDRESS|local]
     synthqa check CONFIG [CONFIG ...] [--profile NAME] [--subjects ID ...]
+    synthqa export CONFIG --results DIR --method NAME --voxels N --out FILE.npz
+                   [--subject ID] [--seed S] [--bval FILE --bvec FILE] [--snr auto|none|X]
+                   [--noise global|per_voxel] [--chunk N]
     synthqa --version
 
 ``run`` is :func:`helpers.batch.run_command` (also ``python -m helpers.batch``); ``check``
 validates the configs and every subject's input files without reading image data, in
-seconds, and is what ``run`` does first. Exit status: 0 ok, 1 a subject failed, 2 a bad
-config or input.
+seconds, and is what ``run`` does first; ``export`` writes one generator's synthetic voxels
+and their ground truth for one subject of a results folder to an ``.npz``
+(:mod:`helpers.export`, docs/export.md). Exit status: 0 ok, 1 a subject failed (``export``:
+the file could not be written), 2 a bad config or input.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 
 from helpers import __version__
 from helpers.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, interruptible, run_command
+from helpers.export import add_export_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +52,14 @@ def build_parser():
     check.add_argument("--profile", help="profile to validate (default: each config's)")
     check.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject)")
     check.set_defaults(handler=check_command)
+    export = commands.add_parser(
+        "export", help="write one generator's synthetic voxels and their ground truth to an .npz",
+        description="Simulate N voxels of one generator for one subject of a results folder (its gradient "
+                    "table, tissue pools and noise, or another gradient table) and write the noisy and clean "
+                    "signals with every voxel's ground truth to an .npz, in chunks of bounded memory "
+                    "(docs/export.md). Exit 0 written, 1 the file could not be written, 2 bad input.",
+    )
+    add_export_arguments(export)
     return parser
 
 
