@@ -676,22 +676,28 @@ def add_run_arguments(parser):
 
 
 def _final_summary(outcome, console, seconds, *, profiles=None):
-    from helpers.render import verdict_lines
+    """The end of a run: its time, then per dataset a compact verdict block (each line
+    once: the merged summary repeats no dataset already shown), and the report to open."""
+    from helpers.render import compact_lines
 
     console.print(f"\nDone in {duration(seconds)}.")
+    shown = set()
     for folder, results in outcome.items():
-        lines = verdict_lines(folder / "summary" / "verdict.csv")
+        blocks = compact_lines(folder / "summary" / "verdict.csv", skip=shown)
         profile = (profiles or {}).get(folder)
         smoke = " (profile quick: a smoke test of the pipeline, not a finding)" if profile == "quick" else ""
-        console.print(f"{folder.name or folder}{smoke}:")
-        if lines:
-            for line in lines:
-                console.print(f"  {line.split(' · ', 1)[-1] if len(outcome) == 1 else line}")
-        else:
+        if blocks:
+            for ds, lines in blocks.items():
+                console.print(f"{ds}{smoke}:")
+                for line in lines:
+                    console.print(f"  {line}")
+                shown.add(ds)
+        elif not (folder / "summary" / "verdict.csv").is_file():
+            console.print(f"{folder.name or folder}{smoke}:")
             console.print("  no verdict: summary/verdict.csv was not written" + (" (the summary failed)" if any(r.subject == "summary" and not r.ok for r in results) else ""))
         index = folder / "index.html"
         if index.is_file():
-            console.print(f"  open {index}")
+            console.print(f"  open {index}" if blocks or len(outcome) == 1 else f"all datasets: open {index}")
     failures = [r for results in outcome.values() for r in results if not r.ok]
     if failures:
         console.print(f"\n{len(failures)} failed:", error=True)

@@ -34,6 +34,7 @@ __all__ = [
     "render_html",
     "write_plotlyjs",
     "verdict_lines",
+    "compact_lines",
     "write_index",
     "write_root_index",
     "provenance_markdown",
@@ -349,6 +350,71 @@ def verdict_lines(path):
             text += f"; validated judges disagree: {disagrees}"
         lines.append(text)
     return lines
+
+
+def _short_distance(row):
+    """The distance in a few words: ``73% (95% CI 72-75%; floor 50%)`` or ``0.036 (95% CI
+    0.024 to 0.054; floor -0.00098)``."""
+    get = row.get
+    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    if score is None:
+        return ""
+    c2st = get("metric") == "c2st_accuracy"
+    fmt = (lambda k: _percent(get(k))) if c2st else (lambda k: _number(get(k)))  # noqa: E731
+    parts = []
+    if low is not None and high is not None:
+        parts.append(f"95% CI {fmt('score_low')[:-1] + '-' if c2st else fmt('score_low') + ' to '}{fmt('score_high')}")
+    if floor is not None:
+        parts.append(f"floor {fmt('real_vs_real')}")
+    return fmt("best_mean") + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def compact_lines(path, *, width=None, skip=()):
+    """A verdict.csv as a console block per dataset: the headline, then one short line
+    per judge (validated first: the closest generator, its distance and the floor), lines
+    wrapped at ``width`` (default: the terminal's). Datasets in ``skip`` are left out
+    (already printed). The full sentences stay in verdict.csv and the report.
+
+    Returns
+    -------
+    dict of str to list of str
+        Dataset -> its lines (without indentation).
+    """
+    import shutil
+    import textwrap
+
+    import pandas as pd
+
+    from helpers.report import judge_title, told_apart
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    table = pd.read_csv(path)
+    if "validated" not in table.columns:
+        return {ds: [line.split(" · ", 1)[-1] for line in verdict_lines(path) if line.startswith(f"{ds} · ")]
+                for ds in table["dataset"].unique() if ds not in skip}
+    heads = {line.split(" · ", 1)[0]: line.split(" · ", 1)[1] for line in headline_lines(table)}
+    out = {}
+    for ds, rows in table.groupby("dataset", sort=False):
+        if ds in skip:
+            continue
+        lines = [heads[ds]] if ds in heads else []
+        rows = pd.concat([rows[rows["validated"].astype(bool)], rows[~rows["validated"].astype(bool)]])
+        for row in rows.to_dict("records"):
+            ok = bool(row["validated"])
+            who = (f"{row['best']} {'closest' if ok else 'lowest'}" if told_apart(row)
+                   else f"{row['best']} ≈ {row.get('runner_up')}")
+            distance = _short_distance(row)
+            title = re.sub(r" \([^)]*\)", "", judge_title(row))  # the parenthesis is in the report
+            line = f"{title} [{'validated' if ok else 'not validated'}]: {who}"
+            lines.append(line + (f", {distance}" if distance else ""))
+            if ok and isinstance(row.get("disagrees"), str) and row["disagrees"]:
+                lines.append(f"validated judges disagree: {row['disagrees']}")
+        lines = list(dict.fromkeys(lines))
+        out[ds] = [w for line in lines for w in textwrap.wrap(line, width=max(width - 4, 40), subsequent_indent="    ")]
+    return out
 
 
 # --------------------------------------------------------------------------- index pages

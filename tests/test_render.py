@@ -23,6 +23,7 @@ from helpers.render import (
     render_html,
     setup_notebook,
     verdict_lines,
+    compact_lines,
     write_index,
     write_plotlyjs,
     write_root_index,
@@ -151,6 +152,28 @@ def test_verdict_lines_lead_with_validated_judges_and_name_the_others(tmp_path):
         "sample · denoiser-training error (the method paper's reconstruction error), signal MAE "
         "[not validated: named the true generator in 1 of 4 known-answer cases on this scan]: Sampled lowest, "
     )
+
+
+def test_compact_lines_print_each_judge_once_short_and_wrapped(tmp_path):
+    judged = pd.DataFrame([
+        dict(dataset="invivo", metric="c2st_accuracy", judge="two_sample", validated=True, best="Calibrated",
+             runner_up="SubjectFORCE", best_mean=0.687, score_low=0.671, score_high=0.702, real_vs_real=0.501,
+             realistic=False, margin=0.04, ci_low=0.02, ci_high=0.06, known_answer="ok"),
+        dict(dataset="invivo", metric="signal_mae", judge="reconstruction", validated=False, best="Sampled",
+             runner_up="Syn", best_mean=0.0402, score_low=0.0369, score_high=0.044, margin=0.001, ci_low=-0.001,
+             ci_high=0.003, known_answer="named the true generator in 1 of 6"),
+    ])
+    judged.to_csv(tmp_path / "verdict.csv", index=False)
+    blocks = compact_lines(tmp_path / "verdict.csv", width=200)
+    assert blocks == {"invivo": [
+        "no candidate is realistic for this scan: the closest, Calibrated, is told from it in 69% of voxels "
+        "(two halves of the scan: 50%)",
+        "two-sample classifier [validated]: Calibrated closest, 69% (95% CI 67-70%; floor 50%)",
+        "denoiser-training error, signal MAE [not validated]: Sampled ≈ Syn, 0.0402 (95% CI 0.0369 to 0.044)",
+    ]}
+    narrow = compact_lines(tmp_path / "verdict.csv", width=60)["invivo"]
+    assert all(len(line) <= 56 for line in narrow) and narrow[1].startswith("    ")  # wrapped, indented
+    assert compact_lines(tmp_path / "verdict.csv", skip={"invivo"}) == {}  # a dataset already shown
 
 
 def _touch(path, text="<html></html>"):
