@@ -10,6 +10,9 @@ Modules, one concern each (numerical kernels first; they import only each other 
 - :mod:`helpers.noise`       the scan's noise: robust b0-repeat and tensor-residual estimates, noise floor
 - :mod:`helpers.simulation`  the multi-tensor kernel, the built-in generators, a user's own generator
 - :mod:`helpers.force`       dipy's FORCE signal model, vectorised and seeded
+- :mod:`helpers.calibration` ``Calibrated``: a FORCE-like family fitted to the subject's fit voxels (CMA-ES)
+- :mod:`helpers.split`       fit voxels and judge voxels: a chessboard of spatial blocks
+- :mod:`helpers.distance`    every judge's distance against its real-vs-real floor, block-bootstrap intervals
 - :mod:`helpers.library`     any simulator's saved signals as a generator (``library:PATH``)
 - :mod:`helpers.metrics`     signal MAE, FA MAE, angular deviation, error maps
 - :mod:`helpers.stats`       tests between methods across subjects or replicates, the verdict
@@ -31,6 +34,7 @@ Modules, one concern each (numerical kernels first; they import only each other 
 - :mod:`helpers.render`      shareable HTML reports, index pages; :mod:`helpers.provenance`
 - :mod:`helpers.batch`       the papermill batch runner (:mod:`helpers.console`, :mod:`helpers.results`,
   Dask via :mod:`helpers.cluster`); :mod:`helpers.cli` is the ``synthqa`` command
+- :mod:`helpers.export`      ``synthqa export``: N voxels of any generator with their ground truth, in chunks
 - :mod:`helpers.processes`   processes that die with the run, and the memory of a process tree
 - :mod:`helpers.lock`        the lock that keeps a second run out of a results folder
 """

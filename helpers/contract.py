@@ -44,10 +44,14 @@ __all__ = [
 PAPER_METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
 """The method paper's four generators, in the order it reports them."""
 
-METHODS = PAPER_METHODS + ("FORCE", "SubjectFORCE")
+METHODS = PAPER_METHODS + ("FORCE", "SubjectFORCE", "Calibrated")
 """The built-in generators: the paper's four, dipy's FORCE signal model with dipy's
-default ranges (:mod:`helpers.force`), and FORCE with its diffusivity ranges taken from the
-subject's own tissue (``SubjectFORCE``)."""
+default ranges (:mod:`helpers.force`), FORCE with its diffusivity ranges taken from the
+subject's own tissue (``SubjectFORCE``), and a FORCE-like family whose distributions are
+fitted to the subject's fit voxels (``Calibrated``, :mod:`helpers.calibration`)."""
+
+CALIBRATED_MIN_VOXELS = 20
+"""Fit voxels ``Calibrated`` needs (fewer: the method is skipped for the subject)."""
 
 SUBJECT_METHODS = ("Sampled", "SampleAndMean", "SubjectFORCE")
 """Built-in methods that sample the subject's tissue (they need WM voxels with high FA)."""

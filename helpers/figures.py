@@ -56,6 +56,7 @@ METHOD_COLORS = {
     "RandomWM": "#CC79A7",
     "FORCE": "#D55E00",
     "SubjectFORCE": "#56B4E9",
+    "Calibrated": "#000000",
 }
 """One fixed colour per built-in method, used by every figure."""
 

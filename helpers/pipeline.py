@@ -127,6 +127,84 @@ def simulate_preview(
     return data, report
 
 
+def calibration_budget(profile):
+    """The calibration budget a profile sets (``calibration_seconds``,
+    ``calibration_resamples``, ``calibration_resample_seconds``), as
+    :func:`calibrate_subject`'s ``budget``; keys the profile lacks keep their defaults."""
+    keys = {"calibration_seconds": "seconds", "calibration_resamples": "n_resamples",
+            "calibration_resample_seconds": "resample_seconds"}
+    return {name: profile[key] for key, name in keys.items() if key in (profile or {})}
+
+
+def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=None, force=False, log=print):
+    """Fit ``Calibrated`` to the subject's fit voxels, or reuse ``calibration.json``.
+
+    The saved fit is reused when its inputs are unchanged: the fit voxels, the gradient
+    table, the seed, the SNR setting, the budget and :data:`helpers.calibration.VERSION`
+    (their SHA-256 is stored as ``inputs``). The result is set as ``subject.calibration``
+    (so :func:`helpers.simulation.simulate` draws from it) and written atomically.
+
+    Parameters
+    ----------
+    subject : helpers.subject.Subject
+    subject_dir : path, optional
+        Where ``calibration.json`` lives; None: fit and keep it in memory only.
+    budget : dict, optional
+        ``seconds``, ``n_resamples``, ``resample_seconds`` (default
+        :data:`helpers.simulation.CALIBRATION_BUDGET`; a profile may set
+        ``calibration_seconds`` and ``calibration_resamples``).
+    log : callable(str) or None
+        Progress lines (about one every 10 seconds of fitting).
+
+    Returns
+    -------
+    helpers.calibration.Calibration
+    """
+    import hashlib
+    import json
+
+    from helpers.calibration import VERSION, Calibration, calibrate
+    from helpers.simulation import CALIBRATION_BUDGET, fitted, noise_sigmas
+    from helpers.subject import CALIBRATION_FILE
+
+    budget = {**CALIBRATION_BUDGET, **(budget or {})}
+    part = fitted(subject)
+    digest = hashlib.sha256()
+    for array in (part.attenuation, subject.bvals, subject.bvecs):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps({"seed": seed, "snr": str(snr), "budget": budget, "version": VERSION},
+                             sort_keys=True).encode())
+    inputs = digest.hexdigest()
+    path = None if subject_dir is None else Path(subject_dir) / CALIBRATION_FILE
+    if path is not None and path.is_file() and not force:
+        saved = load_json(path)
+        if saved.get("inputs") == inputs:
+            subject.calibration = Calibration.from_dict(saved)
+            if log:
+                log(f"Calibrated: reusing {path.name} (inputs unchanged; fitted in {saved.get('seconds', 0):.0f} s)")
+            return subject.calibration
+    last = [time.perf_counter()]
+
+    def progress(stage, evaluations, best):
+        if log and time.perf_counter() - last[0] >= 10:
+            last[0] = time.perf_counter()
+            log(f"Calibrated: {stage}, {evaluations} evaluations, distance {best:.4f}")
+
+    if log:
+        log(f"Calibrated: fitting to {part.n_voxels} fit voxels ({budget['seconds']:.0f} s, "
+            f"then {budget['n_resamples']} bootstrap refits of {budget['resample_seconds']:.0f} s)")
+    cal = calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
+                    dti_columns=getattr(subject, "dti_columns", None), blocks=part.blocks if subject.is_split else None,
+                    seed=seed, progress=progress, **budget)
+    subject.calibration = cal
+    if path is not None:
+        save_json({**cal.to_dict(), "inputs": inputs}, path)
+    if log:
+        log(f"Calibrated: distance {cal.distance_start:.4f} at FORCE's defaults -> {cal.distance:.4f}, "
+            f"{cal.evaluations} evaluations, {cal.seconds:.0f} s")
+    return cal
+
+
 def judge_realism(subject, methods, *, out_dir=None, **settings):
     """The second judge (:func:`helpers.realism.realism_table`) for the supported methods.
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.contract import DEFAULTS, METRIC_LABELS, method_name
+from helpers.io import load_json
 from helpers.stats import MIN_SUBJECTS, check_table
 
 __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
@@ -283,6 +284,42 @@ def distance_display(distances):
 
 
 _FEATURE_COLUMNS = ("dataset", "subject", "method", "feature", "ks", "median_real", "median_synthetic", "rank")
+
+
+def calibration_display(subject_dirs):
+    """Calibrated's fitted hyperparameters per subject, with their intervals, beside FORCE's
+    defaults; and, with more than one subject, their spread across subjects.
+
+    Parameters
+    ----------
+    subject_dirs : sequence of path
+        Subject folders; those without ``calibration.json`` are left out.
+
+    Returns
+    -------
+    per_subject, spread : pandas.DataFrame or None
+        ``dataset, subject, quantity, fitted, 95% interval, FORCE default``; and per
+        quantity the median, min and max over subjects (None with fewer than two).
+    """
+    from helpers.calibration import Calibration
+
+    rows = []
+    for folder in map(Path, subject_dirs):
+        path = folder / "calibration.json"
+        if not path.is_file():
+            continue
+        table = Calibration.from_dict(load_json(path)).table()
+        for r in table.itertuples(index=False):
+            interval = "–" if not np.isfinite(r.low) else f"{r.low:.3g} – {r.high:.3g}"
+            rows.append({"dataset": folder.parent.name, "subject": folder.name, "quantity": r.quantity,
+                         "fitted": float(r.fitted), "95% interval": interval, "FORCE default": float(r[4])})
+    if not rows:
+        return None, None
+    per_subject = pd.DataFrame(rows)
+    spread = None
+    if per_subject["subject"].nunique() > 1:
+        spread = per_subject.groupby(["dataset", "quantity"], sort=False)["fitted"].agg(["median", "min", "max"]).reset_index()
+    return per_subject, spread
 
 
 def top_features(features, closest, *, n=5):

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.contract import (
+    CALIBRATED_MIN_VOXELS,
     DEFAULTS,
     TISSUES,
     LIBRARY_PREFIX,
@@ -73,6 +74,8 @@ __all__ = [
     "subject_force_ranges",
     "simulate",
     "fitted",
+    "noise_sigmas",
+    "calibration_of",
 ]
 
 
@@ -383,6 +386,11 @@ def method_support(subject, method, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=
     """
     (method,) = check_methods([method], where="method_support")
     _check_pool_settings(min_pool, wm_fa_min)
+    if method == "Calibrated":
+        n_fit = fitted(subject).n_voxels
+        if n_fit < CALIBRATED_MIN_VOXELS:
+            return f"Calibrated is fitted to the scan's fit voxels, and this scan has {n_fit} (needs {CALIBRATED_MIN_VOXELS})"
+        return None
     if not needs_pools(method):
         return None
     _, _, problems = _pool_masks(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
@@ -672,6 +680,17 @@ def describe_generator(spec, subject, *, pools=None):
         return {"kind": "built-in", "ranges_mm2_per_s": {"wm_d_par": list(r.wm_d_par), "wm_d_perp": list(r.wm_d_perp),
                                                          "gm_d": list(r.gm_d), "csf_d": r.csf_d},
                 "from": f"the subject's pools, {SUBJECT_FORCE_PERCENTILES[0]:g}th-{SUBJECT_FORCE_PERCENTILES[1]:g}th percentiles"}
+    if spec == "Calibrated" and getattr(subject, "calibration", None) is not None:
+        cal = calibration_of(subject)
+        force = subject_force_ranges(pools) if pools is not None else None
+        return {"kind": "built-in, fitted to the subject's fit voxels",
+                "fitted": cal.hyper.summary(), "intervals": {k: list(v) for k, v in cal.intervals.items()},
+                "force_defaults": type(cal.hyper).force_defaults().summary(),
+                "subject_force_ranges_mm2_per_s": None if force is None else {
+                    "wm_d_par": list(force.wm_d_par), "wm_d_perp": list(force.wm_d_perp), "gm_d": list(force.gm_d),
+                    "csf_d": force.csf_d},
+                "distance": {"at_force_defaults": cal.distance_start, "fitted": cal.distance},
+                "fit_seconds": cal.seconds, "evaluations": cal.evaluations}
     return {"kind": "built-in"}
 
 
@@ -687,6 +706,7 @@ def simulate(
     mixture=Mixture(),
     min_pool=DEFAULTS["min_pool"],
     wm_fa_min=DEFAULTS["wm_fa_min"],
+    truth=False,
 ):
     """Synthetic attenuation on the subject's own gradient table.
 
@@ -717,10 +737,21 @@ def simulate(
     mixture : Mixture
         Compartments of the built-in tensor generators.
 
+    truth : bool
+        Also return each voxel's ground truth.
+
     Returns
     -------
     clean, noisy : (n_voxels, m) float32 ndarray
         Noise-free target and noisy input of the autoencoder.
+    truth : dict of ndarray, with ``truth=True``
+        Arrays of length n_voxels: ``sigma`` (the noise σ, S0 = 1 scale) and what the
+        generator draws: FORCE, SubjectFORCE and Calibrated ``fractions`` (WM, GM, CSF),
+        ``n_fibers``, ``directions`` (n, 3, 3), ``weights``, ``odi``, ``d_par``, ``d_perp``,
+        ``f_intra`` (per fibre slot), ``gm_d``, ``csf_d``; Syn, Sampled and SampleAndMean
+        ``fractions`` (n, k compartments), ``evals`` (n, k, 3), ``evecs`` (n, k, 3, 3,
+        eigenvectors as columns), ``directions`` (n, k, 3, principal eigenvectors); RandomWM ``free_water_fraction``. Plugins and libraries
+        have none beyond ``sigma``.
 
     Raises
     ------
@@ -732,20 +763,24 @@ def simulate(
     n_voxels = int(n_voxels)
     if n_voxels < 1:
         raise ValueError(f"n_voxels must be positive, got {n_voxels}")
-    noise = parse_noise(noise)
-    if noise == "global":
-        snr_value = resolve_snr(snr, subject)
-        sigmas = None if snr_value is None else 1.0 / snr_value
-    else:
-        sigmas = sigma_distribution(subject, snr=snr)
+    sigmas = noise_sigmas(subject, snr=snr, noise=noise)
     rng = np.random.default_rng(seed)
     bvals, bvecs = subject.bvals, subject.bvecs
     method, scale = scaled_method(method) or (method, 1.0)
+    known = {}
     if is_plugin(method):
         clean = call_plugin(method, bvals, bvecs, n_voxels, rng, subject=fitted(subject))
     elif is_library(method):
         library, columns = library_columns(method, bvals, bvecs)
         clean = draw_library(library, columns, n_voxels, rng)
+    elif method == "Calibrated":
+        from helpers.calibration import calibrated_signal, draw_parameters
+
+        hyper = calibration_of(subject, snr=snr).hyper
+        params = draw_parameters(n_voxels, rng, hyper)
+        clean, known = calibrated_signal(bvals, bvecs, params), _force_truth(params)
+        # its own fitted noise model: the scan's σ/S0 spread, scaled (whatever ``noise`` says)
+        sigmas = hyper.sigmas(noise_sigmas(subject, snr=snr, noise="per_voxel"), params.fractions, rng)
     elif method in ("FORCE", "SubjectFORCE"):
         from helpers.force import ForceRanges, simulate_force
 
@@ -754,11 +789,14 @@ def simulate(
             ranges = subject_force_ranges(pools)
         else:
             ranges = ForceRanges()
-        clean = simulate_force(bvals, bvecs, n_voxels, rng, ranges=ranges.scaled(scale) if scale != 1.0 else ranges)
+        clean, params = simulate_force(bvals, bvecs, n_voxels, rng, ranges=ranges.scaled(scale) if scale != 1.0 else ranges,
+                                       parameters=True)
+        known = _force_truth(params)
     elif method == "RandomWM":
         f = rng.random((n_voxels, 1))
         rest = rng.random((n_voxels, len(bvals)))
         clean = f * np.exp(-np.asarray(bvals, dtype=float) * FREE_WATER_D) + (1 - f) * rest
+        known = {"free_water_fraction": f[:, 0]}
     else:
         if method != "Syn" and pools is None:
             pools = tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
@@ -766,7 +804,53 @@ def simulate(
         if scale != 1.0:
             evals = evals * scale
         clean = multi_tensor(bvals, bvecs, evals, evecs, fractions, dtype=np.float32)
+        known = {"fractions": fractions, "evals": evals, "evecs": evecs, "directions": evecs[..., 0]}
     clean = clean.astype(np.float32, copy=False)
-    if isinstance(sigmas, np.ndarray):  # per_voxel: one σ per synthetic voxel
+    if isinstance(sigmas, np.ndarray) and method != "Calibrated":  # per_voxel: one σ per synthetic voxel
         sigmas = sigmas[rng.integers(len(sigmas), size=n_voxels)]
-    return clean, add_rician_noise(clean, sigmas, rng)
+    noisy = add_rician_noise(clean, sigmas, rng)
+    if not truth:
+        return clean, noisy
+    known["sigma"] = np.broadcast_to(np.float32(0.0) if sigmas is None else np.asarray(sigmas, np.float32), (n_voxels,))
+    return clean, noisy, known
+
+
+def noise_sigmas(subject, *, snr="auto", noise="global"):
+    """The noise model :func:`simulate` adds: None (no noise), one σ (``"global"``: 1/SNR)
+    or the values each voxel's σ is drawn from (``"per_voxel"``, :func:`sigma_distribution`)."""
+    noise = parse_noise(noise)
+    if noise == "global":
+        snr_value = resolve_snr(snr, subject)
+        return None if snr_value is None else 1.0 / snr_value
+    return sigma_distribution(subject, snr=snr)
+
+
+def _force_truth(params):
+    """Per-voxel ground truth of FORCE-model voxels, as arrays of length n."""
+    return {"fractions": params.fractions, "n_fibers": params.n_fibers, "directions": params.directions,
+            "weights": params.weights, "odi": params.odi, "d_par": params.d_par, "d_perp": params.d_perp,
+            "f_intra": params.f_intra, "gm_d": params.gm_d, "csf_d": params.csf_d}
+
+
+CALIBRATION_BUDGET = {"seconds": 60.0, "n_resamples": 4, "resample_seconds": 12.0}
+"""The fit's budget when a subject has no saved calibration (about 2 minutes in all)."""
+
+
+def calibration_of(subject, *, snr="auto"):
+    """The subject's ``Calibrated`` fit: ``subject.calibration`` (the pipeline loads it
+    from ``calibration.json``), else fitted now to the fit part with the default budget
+    and kept on the subject. Calibrated's noise is its own: the scan's per-voxel σ/S0
+    with a fitted scale and spread (:class:`helpers.calibration.Hyper`)."""
+    from helpers.calibration import Calibration, calibrate
+
+    cal = getattr(subject, "calibration", None)
+    if isinstance(cal, dict):  # as read from calibration.json
+        cal = subject.calibration = Calibration.from_dict(cal)
+    if cal is None:
+
+        part = fitted(subject)
+        cal = calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
+                        dti_columns=getattr(subject, "dti_columns", None), blocks=getattr(part, "blocks", None),
+                        **CALIBRATION_BUDGET)
+        subject.calibration = cal
+    return cal

@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+CALIBRATION_FILE = "calibration.json"
+"""Calibrated's fitted hyperparameters, beside ``subject.npz`` (:mod:`helpers.calibration`)."""
+
+
 @dataclass
 class Subject:
     """One subject's brain voxels, ready for simulation, training and evaluation.
@@ -89,6 +93,7 @@ class Subject:
         self._tensor = None
         self._parts = {}
         self._eroded = None  # a part's erosion, taken from the whole subject
+        self.calibration = None  # Calibrated's fit (calibration.json beside subject.npz), read by simulate
         if self.judge is not None:
             self.judge = np.asarray(self.judge, dtype=bool)
             if self.judge.shape != (self.n_voxels,):
@@ -130,6 +135,7 @@ class Subject:
             )
             part.blocks = self.blocks[rows]
             part._eroded = eroded
+            part.calibration = self.calibration
             if self._tensor is not None:
                 part._tensor = type(self._tensor)(self._tensor.evals[rows], self._tensor.evecs[rows])
             self._parts[which] = part
@@ -270,7 +276,7 @@ class Subject:
         meta = load_json(meta)
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return cls(
+        subject = cls(
             shape=tuple(meta["shape"]),
             affine=np.array(meta["affine"]),
             snr=meta["snr"],
@@ -280,6 +286,9 @@ class Subject:
             info=meta["info"],
             **arrays,
         )
+        if (folder / CALIBRATION_FILE).is_file():  # Calibrated's fit, written by notebook 02
+            subject.calibration = load_json(folder / CALIBRATION_FILE)
+        return subject
 
 
 def _erosion_note(shape):

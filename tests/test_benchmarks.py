@@ -59,3 +59,9 @@ def test_bench_intervals_tiny():
     out = _run("bench_intervals.py", "--tiny", timeout=180)
     assert "judge voxels of 1000; generator SubjectFORCE" in out
     assert "width ratio 3 vs 2 replicates: block bootstrap" in out and "replicate-only t" in out
+
+
+def test_bench_calibration_tiny():
+    out = _run("bench_calibration.py", "--tiny", timeout=240)
+    assert "two-sample accuracy on the judge voxels: FORCE" in out and "| set | quantity | truth | recovered |" in out
+    assert "outside the family, RandomWM: distance" in out
