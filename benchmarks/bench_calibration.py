@@ -15,8 +15,8 @@ Three parts, one run, on one subject's gradient table and noise model:
 3. **Outside the family.** A RandomWM scan and a multi-tensor ladder rung (Syn*1.5): the
    fit reports the distance it reached and the accuracy; it cannot reach the floor.
 
-    python benchmarks/bench_calibration.py [--config configs/invivo.yaml] [--seconds 45]
-    python benchmarks/bench_calibration.py --tiny    # dipy's sample, seconds of fitting: for the tests
+    python benchmarks/bench_calibration.py [--config configs/invivo.yaml] [--evals 1000]
+    python benchmarks/bench_calibration.py --tiny    # dipy's sample, 40 evaluations per fit: for the tests
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/invivo.yaml")
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--seconds", type=float, default=None, help="fit budget (default: the profile's)")
+    parser.add_argument("--evals", type=int, default=None, help="fit budget in evaluations (default: the profile's)")
     parser.add_argument("--voxels", type=int, default=4000, help="voxels of each pseudo-scan's fit and judge half")
     parser.add_argument("--tiny", action="store_true", help="dipy's sample, 2 s fits, one known-answer set")
     args = parser.parse_args(argv)
@@ -77,14 +77,16 @@ def main(argv=None):
 
     quiet_logging()
     profile = load_profile("quick" if args.tiny else args.profile)
-    budget = {"seconds": 45.0, "n_resamples": 3, "resample_seconds": 10.0, **calibration_budget(profile)}
-    if args.seconds is not None:
-        budget["seconds"] = args.seconds
+    from helpers.simulation import CALIBRATION_BUDGET
+
+    budget = {**CALIBRATION_BUDGET, **calibration_budget(profile)}
+    if args.evals is not None:
+        budget["max_evals"] = args.evals
     if args.tiny:
         from helpers.layouts import load_sample
 
         subject, label = load_sample(), "sample small_64D"
-        budget, args.voxels, sets = {"seconds": 2.0, "n_resamples": 1, "resample_seconds": 1.0}, 400, dict(list(SETS.items())[:1])
+        budget, args.voxels, sets = {"max_evals": 40, "n_resamples": 1, "resample_evals": 20}, 400, dict(list(SETS.items())[:1])
     else:
         from helpers.config import load_config
         from helpers.layouts import load_subject
@@ -136,7 +138,7 @@ def main(argv=None):
         scan = draw(truth, 2 * args.voxels, subject, sigmas, 10 + i)
         t = time.perf_counter()
         got = calibrate(scan[: args.voxels], subject.bvals, subject.bvecs, sigmas=sigmas,
-                        dti_columns=subject.dti_columns, start=start, seconds=budget["seconds"], seed=i)
+                        dti_columns=subject.dti_columns, start=start, max_evals=budget["max_evals"], seed=i)
         secs = time.perf_counter() - t
         want, have = truth.summary(), got.hyper.summary()
         for key in want:
@@ -152,7 +154,7 @@ def main(argv=None):
     for spec in ("RandomWM", "Syn*1.5"):
         scan = simulate(subject, spec, 2 * args.voxels, 7, noise="per_voxel")[1]
         got = calibrate(scan[: args.voxels], subject.bvals, subject.bvecs, sigmas=sigmas,
-                        dti_columns=subject.dti_columns, seconds=budget["seconds"], seed=3)
+                        dti_columns=subject.dti_columns, max_evals=budget["max_evals"], seed=3)
         acc = c2st(scan[args.voxels:], draw(got.hyper, args.voxels, subject, sigmas, 98), subject)
         print(f"outside the family, {spec}: distance {got.distance_start:.4f} -> {got.distance:.4f}, "
               f"two-sample accuracy against the held-out half {acc:.3f}")

@@ -35,8 +35,8 @@ mean over random projections of the features (a sliced Wasserstein distance: sen
 how features go together, which the two-sample classifier sees), each on features
 standardised by the real voxels' median and IQR. It is minimised by CMA-ES (``cma``,
 Hansen's reference implementation) from FORCE's defaults. Intervals come from refitting on
-block-bootstrap resamples of the fit voxels, each with its own random numbers
-(:func:`calibrate`).
+independent fits to block-bootstrap resamples of the fit voxels, each with its own random
+numbers (:func:`calibrate`).
 
 This module is numerical: numpy, scipy, ``cma`` and the package's numerical modules; no
 configuration, I/O or runner code.
@@ -45,6 +45,7 @@ configuration, I/O or runner code.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, fields
 
@@ -598,6 +599,9 @@ def _features_of(attenuation, bvals, bvecs, dti_columns):
 
 
 def _cma_minimise(objective, x0, *, sigma0, max_evals, seconds, seed, progress=None):
+    """CMA-ES from ``x0`` until ``max_evals`` evaluations (deterministic given ``seed``) or,
+    as a safety cap, ``seconds`` (None: none). Returns (best x, best value, evaluations,
+    whether the time cap stopped it)."""
     import warnings
 
     with warnings.catch_warnings():  # cma warns that matplotlib (for its plots) is absent
@@ -618,7 +622,11 @@ def _cma_minimise(objective, x0, *, sigma0, max_evals, seconds, seed, progress=N
     best_x, best_f = x0, objective(x0)
     evals = 1
     start = time.perf_counter()
-    while not es.stop() and time.perf_counter() - start < seconds:
+    capped = False
+    while not es.stop():
+        if seconds is not None and time.perf_counter() - start >= seconds:
+            capped = True
+            break
         xs = es.ask()
         fs = [objective(x) for x in xs]
         es.tell(xs, fs)
@@ -628,11 +636,37 @@ def _cma_minimise(objective, x0, *, sigma0, max_evals, seconds, seed, progress=N
             best_x, best_f = np.asarray(xs[i]), float(fs[i])
         if progress is not None:
             progress(evals, best_f)
-    return best_x, best_f, evals
+    return best_x, best_f, evals, capped
+
+
+def _fit_job(job, progress=None):
+    """One CMA-ES fit (the main fit or a bootstrap refit): picklable in, picklable out,
+    so the fits of a calibration can run in worker processes, one per core."""
+    from threadpoolctl import threadpool_limits
+
+    bvals, bvecs, sigmas, dti_columns = job["bvals"], job["bvecs"], job["sigmas"], job["dti_columns"]
+    target = FeatureDistance(job["features"], seed=job["base_seed"])
+    base = _draw_base(job["n_synthetic"], len(bvals), [job["seed"], job["base_seed"]])
+    draw = np.random.default_rng([job["seed"], job["base_seed"], 1]).integers(2**31, size=len(base))
+
+    def objective(x):
+        hyper = Hyper.from_vector(np.asarray(x))
+        params = _parameters(base, hyper)
+        clean = calibrated_signal(bvals, bvecs, params)
+        noisy = _noisy(clean, _voxel_sigmas(sigmas, hyper, draw, params.fractions), base.noise)
+        return target(_features_of(noisy, bvals, bvecs, dti_columns))
+
+    with threadpool_limits(limits=1):  # one core per fit: the fits run side by side
+        x, best, n_evals, capped = _cma_minimise(objective, job["x0"], sigma0=job["sigma0"], max_evals=job["evals"],
+                                                 seconds=job["seconds"], seed=job["base_seed"], progress=progress)
+        at_start = objective(job["x0"])
+    return {"x": np.asarray(x), "best": float(best), "evaluations": int(n_evals), "at_start": float(at_start),
+            "capped": bool(capped)}
 
 
 def calibrate(real, bvals, bvecs, *, sigmas=None, dti_columns=None, blocks=None, seed=0, n_synthetic=2000,
-              max_evals=1500, seconds=60.0, n_resamples=0, resample_seconds=None, start=None, progress=None):
+              max_evals=1500, n_resamples=0, resample_evals=None, seconds=None, start=None, progress=None,
+              workers=None):
     """Fit ``Calibrated``'s hyperparameters to real voxels (the subject's *fit* voxels).
 
     Parameters
@@ -651,14 +685,24 @@ def calibrate(real, bvals, bvecs, *, sigmas=None, dti_columns=None, blocks=None,
     seed : int
     n_synthetic : int
         Synthetic voxels per evaluation.
-    max_evals, seconds : int, float
-        Budget of the main fit (evaluations, wall-clock seconds).
-    n_resamples : int
-        Bootstrap refits for the intervals, each warm-started at the fit with a smaller
-        step and a third of the budget (``resample_seconds`` each, default ``seconds / 3``).
+    max_evals : int
+        Budget of the main fit, in evaluations: the same inputs and seed give the same fit
+        on the same machine (a time budget would not).
+    n_resamples, resample_evals : int
+        Bootstrap refits for the intervals: each an independent fit from ``start`` to a
+        block-bootstrap resample of the real voxels with its own random numbers,
+        ``resample_evals`` evaluations (default ``max_evals``), so that the interval holds
+        both the scan's sampling and the optimiser's own variability.
+    seconds : float, optional
+        A safety cap on each stage's wall-clock time; a stage it stops is recorded in
+        ``settings["stopped_by_time"]`` (the fit is then not reproducible).
     start : Hyper, optional
         Where the fit starts (default :meth:`Hyper.force_defaults`).
     progress : callable(stage: str, evaluations: int, best: float), optional
+        Called after each generation (one process) or each finished fit (several).
+    workers : int, optional
+        Processes the fits run in (default: one per core, at most one per fit); 1 runs
+        them here, one after another. The result does not depend on it.
 
     Returns
     -------
@@ -674,43 +718,47 @@ def calibrate(real, bvals, bvecs, *, sigmas=None, dti_columns=None, blocks=None,
     start = Hyper.force_defaults() if start is None else start
     rng = np.random.default_rng([seed, 20])
     real_features = _features_of(real, bvals, bvecs, dti_columns)
-
-    def fit_once(features, base_seed, x0, sigma0, evals, secs, stage):
-        target = FeatureDistance(features, seed=base_seed)
-        base = _draw_base(int(n_synthetic), len(bvals), [seed, base_seed])
-        draw = np.random.default_rng([seed, base_seed, 1]).integers(2**31, size=len(base))
-
-        def objective(x):
-            hyper = Hyper.from_vector(np.asarray(x))
-            params = _parameters(base, hyper)
-            clean = calibrated_signal(bvals, bvecs, params)
-            noisy = _noisy(clean, _voxel_sigmas(sigmas, hyper, draw, params.fractions), base.noise)
-            return target(_features_of(noisy, bvals, bvecs, dti_columns))
-
-        report = None if progress is None else (lambda e, f: progress(stage, e, f))
-        x, f, n_evals = _cma_minimise(objective, x0, sigma0=sigma0, max_evals=evals, seconds=secs,
-                                      seed=base_seed, progress=report)
-        return x, f, n_evals, objective(start.to_vector())
-
-    x, best, evaluations, at_start = fit_once(real_features, 0, start.to_vector(), SIGMA0, max_evals, seconds, "fit")
-    hyper = Hyper.from_vector(x)
-    resamples = []
     groups = np.arange(len(real)) if blocks is None else np.unique(np.asarray(blocks), return_inverse=True)[1]
     n_groups = int(groups.max()) + 1
-    for r in range(int(n_resamples)):
+    x0 = start.to_vector()
+    common = dict(bvals=bvals, bvecs=bvecs, sigmas=sigmas, dti_columns=dti_columns, n_synthetic=int(n_synthetic),
+                  seed=seed, x0=x0, sigma0=SIGMA0, seconds=seconds)
+    jobs = [dict(common, features=real_features, base_seed=0, evals=int(max_evals), stage="fit")]
+    for r in range(int(n_resamples)):  # independent fits to block-bootstrap resamples
         counts = np.bincount(rng.integers(n_groups, size=n_groups), minlength=n_groups)
         rows = np.repeat(np.arange(len(real)), counts[groups])
-        xr, fr, er, _ = fit_once(real_features[rows], r + 1, x, 0.3, max_evals // 3,
-                                 resample_seconds if resample_seconds is not None else seconds / 3, f"resample {r + 1}")
-        evaluations += er
-        resamples.append(Hyper.from_vector(xr).summary())
+        jobs.append(dict(common, features=real_features[rows], base_seed=r + 1, stage=f"resample {r + 1}",
+                         evals=int(max_evals if resample_evals is None else resample_evals)))
+    workers = min(len(jobs), os.cpu_count() or 1) if workers is None else max(1, min(int(workers), len(jobs)))
+    results = {}
+    if workers > 1:
+        from helpers.processes import run_in_workers
+
+        with run_in_workers(_fit_job, [{**j, "index": i} for i, j in enumerate(jobs)], workers=workers) as done:
+            for job, result in done:
+                if isinstance(result, Exception):
+                    raise result
+                results[job["index"]] = result
+                if progress is not None:
+                    progress(job["stage"], result["evaluations"], result["best"])
+    else:
+        for i, job in enumerate(jobs):
+            report = None if progress is None else (lambda e, f, stage=job["stage"]: progress(stage, e, f))
+            results[i] = _fit_job(job, progress=report)
+    main = results[0]
+    hyper = Hyper.from_vector(main["x"])
+    best, at_start = main["best"], main["at_start"]
+    evaluations = sum(r["evaluations"] for r in results.values())
+    capped = [jobs[i]["stage"] for i, r in results.items() if r["capped"]]
+    resamples = [Hyper.from_vector(results[i]["x"]).summary() for i in range(1, len(jobs))]
     intervals = {}
     if resamples:
         for key in resamples[0]:
             values = [s[key] for s in resamples]
             intervals[key] = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
     settings = {"seed": int(seed), "n_synthetic": int(n_synthetic), "max_evals": int(max_evals),
-                "seconds": float(seconds), "n_resamples": int(n_resamples), "n_real": int(len(real)),
+                "n_resamples": int(n_resamples), "resample_evals": None if resample_evals is None else int(resample_evals),
+                "seconds_cap": seconds, "stopped_by_time": capped, "n_real": int(len(real)),
                 "optimiser": "CMA-ES (cma)", "start": "FORCE defaults" if start == Hyper.force_defaults() else "given"}
     return Calibration(hyper=hyper, distance=float(best), distance_start=float(at_start), intervals=intervals,
                        resamples=resamples, evaluations=int(evaluations), seconds=time.perf_counter() - t0,

@@ -128,11 +128,11 @@ def simulate_preview(
 
 
 def calibration_budget(profile):
-    """The calibration budget a profile sets (``calibration_seconds``,
-    ``calibration_resamples``, ``calibration_resample_seconds``), as
+    """The calibration budget a profile sets (``calibration_evals``,
+    ``calibration_resamples``, ``calibration_resample_evals``), as
     :func:`calibrate_subject`'s ``budget``; keys the profile lacks keep their defaults."""
-    keys = {"calibration_seconds": "seconds", "calibration_resamples": "n_resamples",
-            "calibration_resample_seconds": "resample_seconds"}
+    keys = {"calibration_evals": "max_evals", "calibration_resamples": "n_resamples",
+            "calibration_resample_evals": "resample_evals"}
     return {name: profile[key] for key, name in keys.items() if key in (profile or {})}
 
 
@@ -150,9 +150,9 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
     subject_dir : path, optional
         Where ``calibration.json`` lives; None: fit and keep it in memory only.
     budget : dict, optional
-        ``seconds``, ``n_resamples``, ``resample_seconds`` (default
-        :data:`helpers.simulation.CALIBRATION_BUDGET`; a profile may set
-        ``calibration_seconds`` and ``calibration_resamples``).
+        ``max_evals``, ``n_resamples``, ``resample_evals``, ``seconds`` (a cap; default
+        :data:`helpers.simulation.CALIBRATION_BUDGET`; a profile may set them,
+        :func:`calibration_budget`).
     log : callable(str) or None
         Progress lines (about one every 10 seconds of fitting).
 
@@ -191,8 +191,8 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
             log(f"Calibrated: {stage}, {evaluations} evaluations, distance {best:.4f}")
 
     if log:
-        log(f"Calibrated: fitting to {part.n_voxels} fit voxels ({budget['seconds']:.0f} s, "
-            f"then {budget['n_resamples']} bootstrap refits of {budget['resample_seconds']:.0f} s)")
+        log(f"Calibrated: fitting to {part.n_voxels} fit voxels ({budget['max_evals']} evaluations, "
+            f"then {budget['n_resamples']} bootstrap refits of {budget['resample_evals']})")
     cal = calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
                     dti_columns=getattr(subject, "dti_columns", None), blocks=part.blocks if subject.is_split else None,
                     seed=seed, progress=progress, **budget)

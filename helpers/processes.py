@@ -15,12 +15,15 @@ needs is in its kernels and training processes, not in the process that started 
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
 
-__all__ = ["die_with_parent", "tree_memory"]
+__all__ = ["die_with_parent", "run_in_workers", "tree_memory"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -79,3 +82,57 @@ def tree_memory(pid=None):
         pss += getattr(info, "pss", info.rss)
         rss += info.rss
     return pss, rss
+
+
+@contextlib.contextmanager
+def run_in_workers(func, tasks, *, workers, initializer=None, initargs=()):
+    """Run ``func(task)`` for every task in spawned worker processes.
+
+    A context manager yielding an iterator of ``(task, result)`` pairs in the order the
+    tasks finish; ``result`` is the exception when ``func`` raised one in the worker. On
+    leaving the ``with`` block early (an exception, a ``break``), the tasks not yet
+    started are cancelled and the running ones finish. :func:`helpers.training.train_replicates` trains
+    with it and :func:`helpers.calibration.calibrate` fits with it.
+
+    Parameters
+    ----------
+    func : callable
+        A module-level function (workers import it by name).
+    tasks : iterable
+        Picklable arguments, one call each.
+    workers : int
+        Processes to start (``spawn``: TensorFlow is not fork-safe).
+    initializer, initargs : optional
+        Run once in each worker before its first task.
+    """
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, tuple(initargs)),
+    )
+    try:
+        futures = {pool.submit(func, task): task for task in tasks}
+        yield _as_finished(futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent_pid, initializer, initargs):
+    """Every worker dies with the process that started it (a killed kernel or runner
+    leaves no worker behind: :func:`helpers.processes.die_with_parent`), then runs the
+    caller's initializer."""
+    die_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _as_finished(futures):
+    for future in concurrent.futures.as_completed(futures):
+        try:
+            result = future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            raise  # a worker died (killed, out of memory): nothing to pair with one task
+        except Exception as e:  # raised by the task in its worker
+            result = e
+        yield futures[future], result

@@ -35,6 +35,7 @@ __all__ = [
     "write_plotlyjs",
     "verdict_lines",
     "compact_lines",
+    "accuracy_chart",
     "write_index",
     "write_root_index",
     "provenance_markdown",
@@ -447,12 +448,66 @@ def _page(title, body):
     )
 
 
+def accuracy_chart(distances, dataset, *, width=420, bar=16):
+    """An inline SVG bar chart of every generator's two-sample accuracy on one dataset,
+    the real-vs-real floor drawn as a dashed line; "" without those rows.
+
+    The axis runs from 0.4 to 1.0 (0.5: the classifier cannot tell the two apart; 1.0:
+    every voxel told apart), so the charts of two datasets compare.
+    """
+    rows = distances[(distances["dataset"] == dataset) & (distances["metric"] == "c2st_accuracy")]
+    rows = rows.sort_values("score", kind="stable")
+    if rows.empty:
+        return ""
+    left, right, lo, hi = 130, 50, 0.4, 1.0
+    x = lambda v: left + (width - left - right) * (min(max(float(v), lo), hi) - lo) / (hi - lo)  # noqa: E731
+    height = bar * len(rows) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="two-sample accuracy per generator, {html.escape(str(dataset))}" style="font: 11px sans-serif">']
+    for i, r in enumerate(rows.itertuples(index=False)):
+        y = 4 + i * bar
+        out.append(f'<text x="{left - 6}" y="{y + bar - 5}" text-anchor="end">{html.escape(str(r.method))}</text>')
+        out.append(f'<rect x="{left}" y="{y + 2}" width="{x(r.score) - left:.1f}" height="{bar - 4}" fill="#4477AA"/>')
+        if np.isfinite(r.score_low) and np.isfinite(r.score_high):
+            out.append(f'<line x1="{x(r.score_low):.1f}" x2="{x(r.score_high):.1f}" y1="{y + bar / 2}" '
+                       f'y2="{y + bar / 2}" stroke="#222"/>')
+        out.append(f'<text x="{x(r.score) + 4:.1f}" y="{y + bar - 5}">{100 * r.score:.0f}%</text>')
+    floor = rows["real_vs_real"].dropna()
+    axis = 4 + bar * len(rows)
+    if len(floor):
+        f = x(floor.iloc[0])
+        out.append(f'<line x1="{f:.1f}" x2="{f:.1f}" y1="2" y2="{axis}" stroke="#CC3311" stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{f:.1f}" y="{axis + 12}" text-anchor="middle" fill="#CC3311">'
+                   f'two halves of the scan: {100 * floor.iloc[0]:.0f}%</text>')
+    out.append(f'<text x="{left}" y="{axis + 24}" fill="#777">two-sample accuracy, 40%–100%</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _glance(summary):
+    """The index's opening: per dataset its headline and the accuracy chart."""
+    import pandas as pd
+
+    blocks = compact_lines(summary / "verdict.csv", width=10_000)
+    if not blocks:
+        return ""
+    distances = pd.read_csv(summary / "distances.csv") if (summary / "distances.csv").is_file() else None
+    items = []
+    for ds, lines in blocks.items():
+        chart = accuracy_chart(distances, ds) if distances is not None else ""
+        items.append(f"<li><strong>{html.escape(str(ds))}</strong>: {html.escape(lines[0])}<br>{chart}</li>")
+    return f"<h2>At a glance</h2>\n<ul>{''.join(items)}</ul>"
+
+
 def _summary_section(summary, base):
     parts = []
+    glance = _glance(summary)
+    if glance:
+        parts.append(glance)
     lines = verdict_lines(summary / "verdict.csv")
     if lines:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-        parts.append(f"<h2>Verdict</h2>\n<ul>{items}</ul>")
+        parts.append(f"<h2>Verdict, every judge</h2>\n<ul>{items}</ul>")
     else:
         parts.append('<h2>Verdict</h2>\n<p class="muted">No verdict yet: summary/verdict.csv is not there.</p>')
     report = summary / "04_results.html"

@@ -832,8 +832,9 @@ def _force_truth(params):
             "f_intra": params.f_intra, "gm_d": params.gm_d, "csf_d": params.csf_d}
 
 
-CALIBRATION_BUDGET = {"seconds": 60.0, "n_resamples": 4, "resample_seconds": 12.0}
-"""The fit's budget when a subject has no saved calibration (about 2 minutes in all)."""
+CALIBRATION_BUDGET = {"max_evals": 1000, "n_resamples": 3, "resample_evals": 1000, "seconds": 300.0}
+"""The fit's budget when a subject has no saved calibration, in evaluations (about 30-65
+ms each on 2 cores: a minute or two in all); ``seconds`` caps each stage."""
 
 
 def calibration_of(subject, *, snr="auto"):

@@ -30,11 +30,8 @@ Files written in the subject folder (``results/<dataset>/<subject>/``)::
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import json
 import math
-import multiprocessing
 import os
 import time
 from numbers import Integral, Real
@@ -48,6 +45,7 @@ from tqdm import tqdm  # text bars: they render in papermill output and in termi
 from helpers import contract
 from helpers.contract import COLUMNS, DEFAULTS, DIAGNOSTICS
 from helpers.io import save_csv, save_json
+from helpers.processes import run_in_workers
 
 __all__ = [
     "model_path",
@@ -57,7 +55,6 @@ __all__ = [
     "summary_path",
     "replicate_data",
     "train_replicates",
-    "run_in_workers",
     "flag_collapsed",
     "load_diagnostics",
     "load_histories",
@@ -420,62 +417,6 @@ def _init_worker(subject_dir, settings):
 
 def _train_in_worker(model):
     return _WORKER.train(model)
-
-
-@contextlib.contextmanager
-def run_in_workers(func, tasks, *, workers, initializer=None, initargs=()):
-    """Run ``func(task)`` for every task in spawned worker processes.
-
-    A context manager yielding an iterator of ``(task, result)`` pairs in the order the
-    tasks finish; ``result`` is the exception when ``func`` raised one in the worker. On
-    leaving the ``with`` block early (an exception, a ``break``), the tasks not yet
-    started are cancelled and the running ones finish. :func:`train_replicates` trains
-    with it; ``benchmarks/bench_training.py`` measures it.
-
-    Parameters
-    ----------
-    func : callable
-        A module-level function (workers import it by name).
-    tasks : iterable
-        Picklable arguments, one call each.
-    workers : int
-        Processes to start (``spawn``: TensorFlow is not fork-safe).
-    initializer, initargs : optional
-        Run once in each worker before its first task.
-    """
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(os.getpid(), initializer, tuple(initargs)),
-    )
-    try:
-        futures = {pool.submit(func, task): task for task in tasks}
-        yield _as_finished(futures)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _start_worker(parent_pid, initializer, initargs):
-    """Every worker dies with the process that started it (a killed kernel or runner
-    leaves no worker behind: :func:`helpers.processes.die_with_parent`), then runs the
-    caller's initializer."""
-    from helpers.processes import die_with_parent
-
-    die_with_parent(parent_pid)
-    if initializer is not None:
-        initializer(*initargs)
-
-
-def _as_finished(futures):
-    for future in concurrent.futures.as_completed(futures):
-        try:
-            result = future.result()
-        except concurrent.futures.process.BrokenProcessPool:
-            raise  # a worker died (killed, out of memory): nothing to pair with one task
-        except Exception as e:  # raised by the task in its worker
-            result = e
-        yield futures[future], result
 
 
 def _check_profile(profile):

@@ -161,8 +161,8 @@ def test_profiles():
     quick, paper = load_profile("quick"), load_profile("paper")
     # the method paper's recipe, trained 5 times per method (replicates)
     assert paper == {"n_voxels": 300_000, "n_val": 50_000, "epochs": 50, "batch_size": 100, "learning_rate": 5e-4,
-                     "replicates": 5, "name": "paper", "calibration_seconds": 60, "calibration_resamples": 4,
-                     "calibration_resample_seconds": 12}
+                     "replicates": 5, "name": "paper", "calibration_evals": 2500, "calibration_resamples": 3,
+                     "calibration_resample_evals": 2500}
     assert quick["n_voxels"] < paper["n_voxels"] and quick["epochs"] < paper["epochs"] and quick["replicates"] == 2
 
 

@@ -24,6 +24,7 @@ from helpers.render import (
     setup_notebook,
     verdict_lines,
     compact_lines,
+    accuracy_chart,
     write_index,
     write_plotlyjs,
     write_root_index,
@@ -174,6 +175,23 @@ def test_compact_lines_print_each_judge_once_short_and_wrapped(tmp_path):
     narrow = compact_lines(tmp_path / "verdict.csv", width=60)["invivo"]
     assert all(len(line) <= 56 for line in narrow) and narrow[1].startswith("    ")  # wrapped, indented
     assert compact_lines(tmp_path / "verdict.csv", skip={"invivo"}) == {}  # a dataset already shown
+
+
+def test_accuracy_chart_draws_every_generator_and_the_floor():
+    distances = pd.DataFrame([
+        dict(dataset="invivo", metric="c2st_accuracy", method="Calibrated", score=0.69, score_low=0.67,
+             score_high=0.71, real_vs_real=0.5),
+        dict(dataset="invivo", metric="c2st_accuracy", method="RandomWM", score=0.96, score_low=0.95,
+             score_high=0.97, real_vs_real=0.5),
+        dict(dataset="invivo", metric="code_mmd", method="RandomWM", score=0.3, score_low=0.2, score_high=0.4,
+             real_vs_real=0.0),
+    ])
+    svg = accuracy_chart(distances, "invivo", width=420)
+    assert svg.startswith("<svg") and svg.count("<rect") == 2  # c2st rows only
+    assert ">69%<" in svg and ">96%<" in svg and "two halves of the scan: 50%" in svg
+    # bars on a 0.4-1.0 axis from x = 130 to 370: 0.69 -> 130 + 240 * 0.29 / 0.6 = 246
+    assert 'width="116.0"' in svg
+    assert accuracy_chart(distances, "sample") == ""
 
 
 def _touch(path, text="<html></html>"):
