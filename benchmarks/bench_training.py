@@ -32,9 +32,12 @@ Measurements (2-core reference machine; notes moved here from the code):
   across threads the pieces wait on each other more than they compute: an epoch took
   0.28 s with one intra-op thread and 0.34 s with two (medians of 7 epochs, two runs
   each). ``Model.fit`` ran at the same speed either way.
-- Stacking many models into one TensorFlow graph does not help on CPU (about 230 µs per
-  model-step from 1 to 20 stacked models); independent models on separate cores do,
-  hence one model per worker process.
+- Stacking models as separate subgraphs of one TensorFlow graph did not help on CPU (about
+  230 µs per model-step from 1 to 20 models). Stacking their *weights* does: K models as
+  (K, in, out) tensors, one batched product per layer and one Adam update for all
+  (:func:`helpers.autoencoder.train_stacked`), so the per-step overhead that dominates
+  such small networks is paid once for K. The pipeline trains a method's replicates so,
+  one method per worker process. The ``stacked speedup`` line measures it.
 - Latest full run, 2-core machine shared with other jobs: ``train_autoencoder`` 14.1 s
   for 50 epochs, ``Model.fit`` 215 s (15.3x). Parallel part: 8 paper-size models, about
   16-17 s each one after another; 125-140 s one after another against 69-80 s through 2
@@ -160,6 +163,9 @@ def main(argv=None):
     parser.add_argument(
         "--jobs", type=int, default=0, help="workers of the parallel side (0: every core)"
     )
+    parser.add_argument(
+        "--stack", type=int, default=3, help="models per stack (the pipeline stacks a method's replicates: demo 3)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1 or args.voxels < 12:
         parser.error("--epochs and --repeats must be >= 1, --voxels >= 12")
@@ -284,6 +290,31 @@ def plain_fit_comparison(args):
     print(
         f"speedup {speedup:.1f}x vs plain fit; {t50:.1f} s for 50 epochs; "
         f"val loss {fast_l:.3g} vs {plain_l:.3g}"
+    )
+    steps = args.epochs * -(-n_train // 100)
+    print(f"per model-step: train_autoencoder {1e6 * fast_t / steps:.0f} us, plain fit {1e6 * plain_t / steps:.0f} us "
+          f"(arithmetic of one step, about 3.7 MFLOP: under 50 us on one core)", flush=True)
+
+    # K models as one stack (the pipeline trains a method's replicates so), each its own seed
+    k = args.stack
+    stacked_times, stacked_losses = [], []
+    for r in range(args.repeats):
+        seeds = [args.seed + r + 100 * j for j in range(k)]
+        models = [ae.build_autoencoder(N_DIRECTIONS, seed=sd) for sd in seeds]
+        t = time.perf_counter()
+        histories = ae.train_stacked(models, [(noisy, clean)] * k, epochs=args.epochs, n_val=n_val, seeds=seeds)
+        stacked_times.append((time.perf_counter() - t) / k)
+        stacked_losses.append(float(histories[0]["val_loss"].iloc[-1]))  # model 0: seed args.seed + r, as above
+        print(f"stacked run {r + 1}: {k} models in {stacked_times[-1] * k:.2f} s ({stacked_times[-1]:.2f} s per model), "
+              f"model 0 val loss {stacked_losses[-1]:.3g} (train_autoencoder, same seed: "
+              f"{fast_losses[r]:.3g})", flush=True)
+    st = statistics.median(stacked_times)
+    st_l = statistics.median(stacked_losses)
+    print(f"per model-step, {k} stacked: {1e6 * st / steps:.0f} us", flush=True)
+    print(
+        f"stacked speedup {plain_t / st:.1f}x vs plain fit per model ({k} models in one stack; "
+        f"{fast_t / st:.2f}x train_autoencoder alone); {st * scale:.1f} s per model for 50 epochs; "
+        f"val loss {st_l:.3g} vs {fast_l:.3g} alone, same seeds (ratio {st_l / fast_l:.3f})"
     )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "layer_widths",
     "build_autoencoder",
     "train_autoencoder",
+    "train_stacked",
     "reconstruct",
     "dead_units",
     "encode",
@@ -263,6 +264,145 @@ def train_autoencoder(
         model, optimizer, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
         progress=progress,
     )
+
+
+def train_stacked(models, data, *, epochs=50, batch_size=100, learning_rate=5e-4, n_val=None, seeds=(0,),
+                  progress=False):
+    """Train several autoencoders of one architecture at once, each on its own data.
+
+    Each model gets exactly :func:`train_autoencoder`'s recipe with its own data and
+    shuffling seed: the K models' weights are stacked into (K, in, out) tensors, every
+    layer is one batched matrix product, and one compiled step updates all K with Adam
+    (Keras' update, term for term). The models do not interact (the summed loss has a
+    block-diagonal gradient), so each ends where it would alone, up to float rounding;
+    what is shared is the per-step overhead, which dominates for networks this small
+    (``benchmarks/bench_training.py``). The trained weights are written back into
+    ``models``.
+
+    Parameters
+    ----------
+    models : sequence of keras.Model
+        From :func:`build_autoencoder`, all with the same widths.
+    data : sequence of (noisy, clean) pairs
+        One per model, all of the same shape (n, N).
+    epochs, batch_size, learning_rate, n_val
+        As :func:`train_autoencoder` (the same for every model).
+    seeds : sequence of int
+        One shuffling seed per model (:func:`train_autoencoder`'s ``seed``).
+    progress : bool
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        Each model's history, as :func:`train_autoencoder` returns it.
+    """
+    _configure_threads()
+    models, data, seeds = list(models), list(data), [int(s) for s in seeds]
+    if not models or len(data) != len(models) or len(seeds) != len(models):
+        raise ValueError(f"train_stacked: {len(models)} models, {len(data)} data sets and {len(seeds)} seeds; "
+                         "need one of each per model")
+    shapes = [[tuple(w.shape) for w in m.trainable_variables] for m in models]
+    if any(sh != shapes[0] for sh in shapes):
+        raise ValueError("train_stacked: the models differ in their layers' shapes")
+    checked = [_check_training_data(m, noisy, clean) for m, (noisy, clean) in zip(models, data)]
+    if len({x[0].shape for x in checked}) != 1:
+        raise ValueError(f"train_stacked: the data sets differ in shape: {sorted({x[0].shape for x in checked})}")
+    for s in seeds:
+        _check_recipe(epochs, batch_size, learning_rate, s)
+    epochs, batch_size, learning_rate, _ = _check_recipe(epochs, batch_size, learning_rate, seeds[0])
+    n = len(checked[0][0])
+    n_val = _validation_size(n, n_val)
+    tf.config.experimental.enable_op_determinism()
+    stack = _Stack(models, learning_rate)
+    n_train = n - n_val
+    train = tf.constant(np.stack([np.concatenate([x[:n_train], y[:n_train]], axis=1) for x, y in checked]))
+    val = [(tf.constant(np.stack([x[i:i + _VAL_CHUNK] for x, _ in checked])),
+            tf.constant(np.stack([y[i:i + _VAL_CHUNK] for _, y in checked]))) for i in range(n_train, n, _VAL_CHUNK)]
+    del checked
+    n_in = int(train.shape[2]) // 2
+    run_epoch = tf.function(functools.partial(_run_stacked_epoch, step=stack.step, n_train=n_train, n_in=n_in,
+                                              batch_size=batch_size, k=len(models)), jit_compile=True)
+    sse = tf.function(stack.sum_squared_error, jit_compile=True)
+    rngs = [np.random.default_rng(s) for s in seeds]
+    bar = keras.utils.Progbar(epochs) if progress else None
+    rows = [[] for _ in models]
+    for epoch in range(1, epochs + 1):
+        perm = tf.constant(np.stack([r.permutation(n_train) for r in rngs]).astype(np.int32))
+        loss = run_epoch(train, perm).numpy()
+        val_loss = sum(sse(x, y).numpy().astype(np.float64) for x, y in val) / (n_val * n_in)
+        for k in range(len(models)):
+            rows[k].append((epoch, float(loss[k]), float(val_loss[k])))
+        if bar is not None:
+            bar.update(epoch)
+    stack.write_back()
+    return [pd.DataFrame(r, columns=list(HISTORY_COLUMNS)) for r in rows]
+
+
+class _Stack:
+    """K Dense networks as stacked variables, with Keras' Adam on each (see train_stacked)."""
+
+    def __init__(self, models, learning_rate):
+        self.models = models
+        self.layers = [[l for l in m.layers if isinstance(l, keras.layers.Dense)] for m in models]
+        first = self.layers[0]
+        self.relu = [l.activation is keras.activations.relu for l in first]
+        self.kernels = [tf.Variable(np.stack([ls[i].kernel.numpy() for ls in self.layers])) for i in range(len(first))]
+        self.biases = [tf.Variable(np.stack([ls[i].bias.numpy() for ls in self.layers])) for i in range(len(first))]
+        self.variables = self.kernels + self.biases
+        self.m = [tf.Variable(tf.zeros_like(v)) for v in self.variables]
+        self.v = [tf.Variable(tf.zeros_like(v)) for v in self.variables]
+        self.iterations = tf.Variable(0.0)
+        self.lr, self.beta_1, self.beta_2, self.epsilon = float(learning_rate), 0.9, 0.999, 1e-7
+
+    def forward(self, x):
+        h = x
+        for w, b, relu in zip(self.kernels, self.biases, self.relu):
+            h = tf.einsum("kbi,kio->kbo", h, w) + b[:, None, :]
+            if relu:
+                h = tf.nn.relu(h)
+        return h
+
+    def step(self, batch, n_in):
+        """One Adam update of every model on its own batch; returns the K batch losses."""
+        x, y = batch[..., :n_in], batch[..., n_in:]
+        with tf.GradientTape() as tape:
+            per_model = tf.reduce_mean(tf.square(self.forward(x) - y), axis=[1, 2])
+            total = tf.reduce_sum(per_model)
+        grads = tape.gradient(total, self.variables)
+        self.iterations.assign_add(1.0)
+        t = self.iterations
+        alpha = self.lr * tf.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        for var, g, m, v in zip(self.variables, grads, self.m, self.v):  # Keras 3's Adam.update_step
+            m.assign_add((g - m) * (1 - self.beta_1))
+            v.assign_add((tf.square(g) - v) * (1 - self.beta_2))
+            var.assign_sub(m * alpha / (tf.sqrt(v) + self.epsilon))
+        return per_model
+
+    def sum_squared_error(self, x, y):
+        return tf.reduce_sum(tf.square(self.forward(x) - y), axis=[1, 2])
+
+    def write_back(self):
+        for k, layers in enumerate(self.layers):
+            for i, layer in enumerate(layers):
+                layer.kernel.assign(self.kernels[i][k])
+                layer.bias.assign(self.biases[i][k])
+
+
+def _run_stacked_epoch(train, perm, *, step, n_train, n_in, batch_size, k):
+    """Body of a compiled stacked epoch: ``train`` (K, n_train, 2N), ``perm`` (K, n_train)."""
+    n_full, rest = divmod(n_train, batch_size)
+    shuffled = tf.gather(train, perm, batch_dims=1)  # each model's own order
+    total = tf.zeros([k], tf.float32)
+    if n_full:
+        batches = tf.reshape(shuffled[:, : n_full * batch_size], (k, n_full, batch_size, 2 * n_in))
+
+        def body(i, total):
+            return i + 1, total + step(batches[:, i], n_in)
+
+        _, total = tf.while_loop(lambda i, _: i < n_full, body, (tf.constant(0), total))
+    if rest:
+        total = total + step(shuffled[:, n_full * batch_size :], n_in)
+    return total / (n_full + (rest > 0))
 
 
 def _check_training_data(model, noisy, clean):

@@ -188,42 +188,48 @@ class _Worker:
             self._pools = tissue_pools(self.subject, min_pool=s["min_pool"], wm_fa_min=s["wm_fa_min"])
         return self._pools
 
-    def train(self, model):
-        """Simulate, train, save and diagnose one model; return its diagnostics."""
+    def train(self, group):
+        """Simulate, train (as one stack: :func:`helpers.autoencoder.train_stacked`), save
+        and diagnose a method's replicate models; return their diagnostics."""
         from helpers import autoencoder as ae
 
         start = time.perf_counter()
         s, profile = self.settings, self.settings["profile"]
-        clean, noisy = replicate_data(
-            self.subject, model.method, model.replicate, n_voxels=profile["n_voxels"],
-            seed=s["seed"], snr=s["snr"], noise=s["noise"], pools=self.pools(model.method),
-            min_pool=s["min_pool"], wm_fa_min=s["wm_fa_min"],
-        )
-        network = ae.build_autoencoder(clean.shape[1], seed=model.training_seed)
-        history = ae.train_autoencoder(
-            network,
-            noisy,
-            clean,
+        data, networks = [], []
+        for model in group:
+            clean, noisy = replicate_data(
+                self.subject, model.method, model.replicate, n_voxels=profile["n_voxels"],
+                seed=s["seed"], snr=s["snr"], noise=s["noise"], pools=self.pools(model.method),
+                min_pool=s["min_pool"], wm_fa_min=s["wm_fa_min"],
+            )
+            data.append((noisy, clean))
+            networks.append(ae.build_autoencoder(clean.shape[1], seed=model.training_seed))
+        histories = ae.train_stacked(
+            networks,
+            data,
             epochs=int(profile["epochs"]),
             batch_size=int(profile["batch_size"]),
             learning_rate=float(profile["learning_rate"]),
             # the profile's validation share (paper: 50,000 of 300,000)
-            n_val=round(len(clean) * profile["n_val"] / profile["n_voxels"]),
-            seed=model.training_seed,
-            progress=False,
+            n_val=round(len(data[0][0]) * profile["n_val"] / profile["n_voxels"]),
+            seeds=[m.training_seed for m in group],
         )
-        del clean, noisy
-        ae.save_model(network, model_path(self.subject_dir, model.name, model.replicate))
-        ae.save_history(history, history_path(self.subject_dir, model.name, model.replicate))
-        n_dead, n_units = ae.dead_units(network, self.subject.attenuation)
-        return {
-            "name": model.name,
-            "replicate": model.replicate,
-            "val_loss": float(history["val_loss"].iloc[-1]),
-            "dead_units": n_dead,
-            "bottleneck_units": n_units,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
+        del data
+        seconds = round((time.perf_counter() - start) / len(group), 3)  # the stack's time, shared
+        results = []
+        for model, network, history in zip(group, networks, histories):
+            ae.save_model(network, model_path(self.subject_dir, model.name, model.replicate))
+            ae.save_history(history, history_path(self.subject_dir, model.name, model.replicate))
+            n_dead, n_units = ae.dead_units(network, self.subject.attenuation)
+            results.append({
+                "name": model.name,
+                "replicate": model.replicate,
+                "val_loss": float(history["val_loss"].iloc[-1]),
+                "dead_units": n_dead,
+                "bottleneck_units": n_units,
+                "seconds": seconds,
+            })
+        return results
 
 
 # --------------------------------------------------------------------------------------
@@ -268,7 +274,7 @@ def train_replicates(
         Passed to :func:`helpers.simulation.simulate` (as in step 02).
     jobs : int or None, optional
         Worker processes; ``None`` or 0: one per available core. Never more workers
-        than models. ``1``, one model, or a GPU visible to TensorFlow: the models train
+        than methods. ``1``, one model, or a GPU visible to TensorFlow: the models train
         one after another in this process.
     progress : bool, optional
         Show a bar over the models.
@@ -295,9 +301,11 @@ def train_replicates(
 
     Notes
     -----
-    Memory: each worker holds one model's synthetic set and its training copy, about
-    0.5 GB for the paper's 300,000 voxels and 64 directions; lower ``jobs`` on a machine
-    with many cores and little memory. ``progress.jsonl`` is started afresh by each run;
+    A method's replicates train as one stack (:func:`helpers.autoencoder.train_stacked`:
+    each keeps its own data, seeds and weights; they share the compiled step), one method
+    per worker at a time. Memory: each worker holds its method's ``replicates`` synthetic
+    sets and their training copies, about 0.5 GB each for the paper's 300,000 voxels and
+    64 directions; lower ``jobs`` on a machine with many cores and little memory. ``progress.jsonl`` is started afresh by each run;
     ``training.json`` and ``diagnostics.csv`` are removed at the start and written at
     the end, so a run that fails leaves no table that looks finished. Replicate files
     beyond ``replicates`` (from an earlier, larger run) are removed from the trained
@@ -318,7 +326,7 @@ def train_replicates(
     _check_subject_folder(subject_dir)
     models = _plan_models(methods, settings["profile"]["replicates"], seed)
     device = "gpu" if _gpu_visible() else "cpu"
-    workers = 1 if device == "gpu" else _n_workers(jobs, len(models))
+    workers = 1 if device == "gpu" else _n_workers(jobs, len(_groups(models)))
 
     _start_run(subject_dir)
     results = _train_all(subject_dir, settings, models, workers, progress=progress, started=started)
@@ -376,30 +384,40 @@ def _train_all(subject_dir, settings, models, workers, *, progress, started):
     return results
 
 
-def _train_here(subject_dir, settings, models, workers, finished):
-    """Train the models one after another in this process."""
-    worker = _Worker(subject_dir, settings)
+def _groups(models):
+    """The models as one group per method (its replicates, trained as one stack)."""
+    groups = {}
     for model in models:
+        groups.setdefault(model.name, []).append(model)
+    return [tuple(g) for g in groups.values()]
+
+
+def _train_here(subject_dir, settings, models, workers, finished):
+    """Train the models one method (a stack of its replicates) after another in this process."""
+    worker = _Worker(subject_dir, settings)
+    for group in _groups(models):
         try:
-            result = worker.train(model)
+            results = worker.train(group)
         except Exception as e:
-            e.add_note(f"while training {model.name} replicate {model.replicate} of {subject_dir}")
+            e.add_note(f"while training {group[0].name} replicates {[m.replicate for m in group]} of {subject_dir}")
             raise
-        finished(result)
+        for result in results:
+            finished(result)
 
 
 def _train_in_workers(subject_dir, settings, models, workers, finished):
-    """Train the models in ``workers`` spawned processes, one model per worker at a time."""
+    """Train the models in ``workers`` spawned processes, one method's stack per worker at a time."""
     pool = run_in_workers(
-        _train_in_worker, models, workers=workers, initializer=_init_worker,
+        _train_in_worker, _groups(models), workers=workers, initializer=_init_worker,
         initargs=(str(subject_dir), settings),
     )
     with pool as outcomes:
-        for model, outcome in outcomes:
+        for group, outcome in outcomes:
             if isinstance(outcome, BaseException):
-                outcome.add_note(f"while training {model.name} replicate {model.replicate} of {subject_dir}")
+                outcome.add_note(f"while training {group[0].name} replicates {[m.replicate for m in group]} of {subject_dir}")
                 raise outcome
-            finished(outcome)
+            for result in outcome:
+                finished(result)
 
 
 _WORKER = None  # the worker process's _Worker, set by _init_worker
@@ -415,8 +433,8 @@ def _init_worker(subject_dir, settings):
     _WORKER = _Worker(subject_dir, settings)
 
 
-def _train_in_worker(model):
-    return _WORKER.train(model)
+def _train_in_worker(group):
+    return _WORKER.train(group)
 
 
 def _check_profile(profile):

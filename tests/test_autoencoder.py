@@ -420,3 +420,29 @@ def test_history_with_missing_column_is_rejected(tmp_path):
 def test_load_history_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="nothing.csv: history file not found"):
         ae.load_history(tmp_path / "nothing.csv")
+
+
+def test_stacked_training_ends_where_each_model_would_alone():
+    """Models trained as one stack keep their own data, seed and weights: each ends where
+    train_autoencoder takes it alone (float rounding apart)."""
+    from helpers.autoencoder import build_autoencoder, train_autoencoder, train_stacked
+
+    rng = np.random.default_rng(7)
+    data = []
+    for _ in range(3):
+        clean = rng.uniform(0.2, 1.0, size=(1230, 12)).astype("float32")  # 1025 train: a last batch of 25
+        data.append((clean + rng.normal(0, 0.05, size=clean.shape).astype("float32"), clean))
+    alone = []
+    for k, (noisy, clean) in enumerate(data):
+        model = build_autoencoder(12, seed=k)
+        history = train_autoencoder(model, noisy, clean, epochs=3, n_val=205, seed=10 + k, progress=False)
+        alone.append((model, history))
+    stacked = [build_autoencoder(12, seed=k) for k in range(3)]
+    histories = train_stacked(stacked, data, epochs=3, n_val=205, seeds=[10, 11, 12])
+    for (model, history), other, h in zip(alone, stacked, histories):
+        for a, b in zip(model.get_weights(), other.get_weights()):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(h["val_loss"], history["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose(h["loss"], history["loss"], rtol=1e-4)
+    with pytest.raises(ValueError, match="differ"):
+        train_stacked([build_autoencoder(12, seed=0), build_autoencoder(16, seed=0)], data[:1] * 2, seeds=[0, 1])

@@ -39,9 +39,9 @@ def test_bench_subject_tiny():
 
 @pytest.mark.slow
 def test_bench_training_tiny():
-    out = _run("bench_training.py", "--quick", "--models", "2", "--model-voxels", "600", "--model-epochs", "1",
+    out = _run("bench_training.py", "--models", "2", "--model-voxels", "600", "--model-epochs", "1",
                "--parallel-repeats", "1", "--epochs", "1", "--repeats", "1", "--voxels", "600")
-    assert "parallel speedup" in out
+    assert "parallel speedup" in out and "speedup" in out and "stacked speedup" in out and "per model-step" in out
 
 
 def test_bench_memory_tiny():
