@@ -65,7 +65,12 @@ def _killed_while_training(out, tmp):
                            stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and run.poll() is None and not any("spawn_main" in c for _, c in _tagged(tag)):
+        simulated = out / "sample" / "small_64D" / "02_simulate.ipynb"  # 02's calibration spawns workers too
+
+        def training():
+            return simulated.exists() and any("spawn_main" in c for _, c in _tagged(tag))
+
+        while time.monotonic() < deadline and run.poll() is None and not training():
             time.sleep(0.3)
         before = _tagged(tag)
     finally:
