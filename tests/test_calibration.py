@@ -115,11 +115,10 @@ def recovered():
 
 @pytest.mark.slow
 def test_fit_from_the_defaults_moves_towards_a_known_population(recovered):
-    want, got = TRUTH.summary(), recovered.hyper.summary()
-    start = C.Hyper.force_defaults().summary()
+    """The fit more than halves the distance it starts from (FORCE's defaults) and stops by
+    its evaluation budget, not by the time cap (so the same seed gives the same fit)."""
     assert recovered.distance < recovered.distance_start / 2
-    # the GM diffusivity, far from FORCE's default, is found (measured on three more sets in bench_calibration)
-    assert abs(got["gm_d_median"] - want["gm_d_median"]) < abs(start["gm_d_median"] - want["gm_d_median"]) / 2
+    assert recovered.settings["stopped_by_time"] == [] and recovered.evaluations >= 1500
 
 
 @pytest.mark.slow
