@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from scipy.special import expit, gammaincinv, logit
 
-from helpers.force import ForceParameters, ForceRanges, ForceTable, _draw_directions, _valid_pairs
+from helpers.force import ForceParameters, ForceRanges, ForceTable, _draw_directions, _floats, _valid_pairs
 
 __all__ = [
     "SUPPORT",
@@ -116,10 +116,7 @@ _LOGIT = (-5.0, 5.0)  # bounds of a log-odds or μ
 
 
 def _check(name, value, n):
-    value = np.asarray(value, dtype=float).reshape(-1)
-    if value.size != n or not np.all(np.isfinite(value)):
-        raise ValueError(f"Hyper.{name} = {value!r}: expected {n} finite number(s)")
-    return tuple(float(v) for v in value)
+    return _floats(name, value, n, owner="Hyper")
 
 
 @dataclass(frozen=True)

@@ -99,27 +99,9 @@ def read_table(bval_path, bvec_path, *, b0_threshold=50.0):
         non-finite b-values, a zero or non-finite diffusion-weighted b-vector, fewer than
         :data:`MIN_DIRECTIONS` diffusion-weighted volumes.
     """
-    import warnings
+    from helpers.gradients import read_gradients
 
-    from dipy.io import read_bvals_bvecs
-
-    for path, what in ((bval_path, "b-values"), (bvec_path, "b-vectors")):
-        if not Path(path).is_file():
-            raise ValueError(f"{path}: {what} file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bvals, bvecs = read_bvals_bvecs(str(bval_path), str(bvec_path))
-    except (ValueError, OSError, IOError) as e:
-        raise ValueError(f"{bval_path}, {bvec_path}: not a gradient table ({' '.join(str(e).split())})") from e
-    bvals = np.asarray(bvals, dtype=float).ravel()
-    bvecs = np.asarray(bvecs, dtype=float)
-    if bvecs.ndim != 2 or bvecs.shape != (len(bvals), 3):
-        raise ValueError(f"{bvec_path} has b-vectors of shape {bvecs.shape} but {bval_path} has {len(bvals)} b-values")
-    bad = ~(np.isfinite(bvals) & (bvals >= 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{bval_path}: b-values must be finite and >= 0 (volume {i}: {bvals[i]})")
+    bvals, bvecs = read_gradients(bval_path, bvec_path)  # files, layout, counts, b-values
     dw = bvals > b0_threshold
     if int(dw.sum()) < MIN_DIRECTIONS:
         raise ValueError(
@@ -215,7 +197,7 @@ def export(subject, method, n_voxels, out, *, seed=DEFAULTS["seed"], snr=DEFAULT
         raise ValueError(reason)
     pools = simulation.tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min) if needs_pools(method) else None
     if method == "Calibrated":
-        simulation.calibration_of(subject, snr=snr, noise=noise)  # on the original table, once
+        simulation.calibration_of(subject, snr=snr)  # on the original table, once
     table = subject
     if bvals is not None:
         table = _OnTable(subject, np.asarray(bvals, dtype=float), np.asarray(bvecs, dtype=float))

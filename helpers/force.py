@@ -130,14 +130,15 @@ def _vertices():
 # ----------------------------------------------------------------------------- ranges
 
 
-def _floats(name, value, length):
-    """``value`` as a tuple of ``length`` finite floats, or a ValueError naming the field."""
+def _floats(name, value, length, owner="ForceRanges"):
+    """``value`` as a tuple of ``length`` finite floats, or a ValueError naming the field
+    (``owner.name``)."""
     try:
         out = tuple(float(v) for v in np.atleast_1d(np.asarray(value, dtype=float)))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"ForceRanges.{name} = {value!r}: expected {length} number(s)") from e
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {length} number(s)") from e
     if len(out) != length or not all(np.isfinite(out)):
-        raise ValueError(f"ForceRanges.{name} = {value!r}: expected {length} finite number(s)")
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {length} finite number(s)")
     return out
 
 

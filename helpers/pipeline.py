@@ -163,8 +163,8 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
     import hashlib
     import json
 
-    from helpers.calibration import VERSION, Calibration, calibrate
-    from helpers.simulation import CALIBRATION_BUDGET, fitted, noise_sigmas
+    from helpers.calibration import VERSION, Calibration
+    from helpers.simulation import CALIBRATION_BUDGET, fit_calibration, fitted
     from helpers.subject import CALIBRATION_FILE
 
     budget = {**CALIBRATION_BUDGET, **(budget or {})}
@@ -193,9 +193,7 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
     if log:
         log(f"Calibrated: fitting to {part.n_voxels} fit voxels ({budget['max_evals']} evaluations, "
             f"then {budget['n_resamples']} bootstrap refits of {budget['resample_evals']})")
-    cal = calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
-                    dti_columns=getattr(subject, "dti_columns", None), blocks=part.blocks if subject.is_split else None,
-                    seed=seed, progress=progress, **budget)
+    cal = fit_calibration(subject, snr=snr, seed=seed, progress=progress, **budget)
     subject.calibration = cal
     if path is not None:
         save_json({**cal.to_dict(), "inputs": inputs}, path)

@@ -76,6 +76,7 @@ __all__ = [
     "fitted",
     "noise_sigmas",
     "calibration_of",
+    "fit_calibration",
 ]
 
 
@@ -837,21 +838,30 @@ CALIBRATION_BUDGET = {"max_evals": 1000, "n_resamples": 3, "resample_evals": 100
 ms each on 2 cores: a minute or two in all); ``seconds`` caps each stage."""
 
 
+def fit_calibration(subject, *, snr="auto", seed=0, progress=None, **budget):
+    """Fit ``Calibrated`` to the subject's fit part (:func:`helpers.calibration.calibrate`
+    with the fit voxels, their blocks, the scan's per-voxel σ/S0 and ``budget``, default
+    :data:`CALIBRATION_BUDGET`); the one place both the pipeline and :func:`calibration_of`
+    fit it."""
+    from helpers.calibration import calibrate
+
+    part = fitted(subject)
+    return calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
+                     dti_columns=getattr(subject, "dti_columns", None),
+                     blocks=part.blocks if getattr(subject, "is_split", False) else None,
+                     seed=seed, progress=progress, **{**CALIBRATION_BUDGET, **budget})
+
+
 def calibration_of(subject, *, snr="auto"):
     """The subject's ``Calibrated`` fit: ``subject.calibration`` (the pipeline loads it
     from ``calibration.json``), else fitted now to the fit part with the default budget
     and kept on the subject. Calibrated's noise is its own: the scan's per-voxel σ/S0
     with a fitted scale and spread (:class:`helpers.calibration.Hyper`)."""
-    from helpers.calibration import Calibration, calibrate
+    from helpers.calibration import Calibration
 
     cal = getattr(subject, "calibration", None)
     if isinstance(cal, dict):  # as read from calibration.json
         cal = subject.calibration = Calibration.from_dict(cal)
     if cal is None:
-
-        part = fitted(subject)
-        cal = calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
-                        dti_columns=getattr(subject, "dti_columns", None), blocks=getattr(part, "blocks", None),
-                        **CALIBRATION_BUDGET)
-        subject.calibration = cal
+        cal = subject.calibration = fit_calibration(subject, snr=snr)
     return cal

@@ -285,3 +285,26 @@ def test_every_refusal_exits_2_with_one_line(results, tmp_path, capsys):
         assert captured.out == "", name
     assert not (tmp_path / "out.npz").exists()
     assert not list(tmp_path.glob(".*tmp-*"))  # no temporary file left behind
+
+
+def test_calibrated_exports_from_its_saved_fit_and_clean_resimulates(results, tmp_path):
+    """Calibrated reads calibration.json from the results folder; its clean signal is the
+    FORCE signal of its ground truth, and its σ the fitted noise model's."""
+    import json
+
+    from helpers.calibration import Calibration, Hyper
+    from helpers.force import force_signal
+
+    hyper = Hyper.force_defaults()
+    path = results["folder"] / "calibration.json"
+    path.write_text(json.dumps(Calibration(hyper=hyper, distance=0.1, distance_start=0.5).to_dict()))
+    try:
+        assert _export(results, tmp_path / "c.npz", "--method", "Calibrated", "--voxels", N, "--seed", 1) == 0
+    finally:
+        path.unlink()
+    d = _load(tmp_path / "c.npz")
+    assert d["signals"].shape == d["clean"].shape == (N, len(d["bvals"])) and d["fractions"].shape == (N, 3)
+    expected = force_signal(d["bvals"], d["bvecs"], _force_rebuilt(d))
+    expected[:, d["bvals"] <= 50] = 1.0
+    np.testing.assert_allclose(d["clean"], expected, atol=2e-5)
+    assert np.all(d["sigma"] > 0)
