@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name synthqa --display-name "SynthQA (.venv)" >/dev/null
 	touch $(STAMP)
 
-$(INVIVO): $(STAMP) helpers/datasets.py
-	$(BIN)/python -m helpers.datasets data/invivo
+$(INVIVO): $(STAMP) helpers/scan/datasets.py
+	$(BIN)/python -m helpers.scan.datasets data/invivo
 	touch $(INVIVO)
 
 data: $(INVIVO)

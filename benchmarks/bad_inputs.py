@@ -4,7 +4,7 @@ Each case builds a bad input (a config, a scan, a plugin module) or a fault (Ctr
 SIGKILL, a second run on the same results folder, an unreachable or unsuitable Dask
 scheduler) in a fresh temporary folder, runs the command line on it and records the
 exit code, the seconds and the first line printed. The checkout under test is only ever
-run as ``python -m helpers.cli ...`` (with this script's Python, cwd and ``PYTHONPATH``
+run as ``python -m helpers.run.cli ...`` (with this script's Python, cwd and ``PYTHONPATH``
 set to the checkout, so the runner and the notebooks' kernels import its ``helpers``),
 never imported: the same script measures an old checkout, before the fixes, and the
 working tree after them.
@@ -194,8 +194,8 @@ class Case:
         return run
 
     def cli(self, *args, **env):
-        """``python -m helpers.cli ARGS`` of the checkout under test."""
-        return self.start([sys.executable, "-m", "helpers.cli", *args], **env)
+        """``python -m helpers.run.cli ARGS`` of the checkout under test."""
+        return self.start([sys.executable, "-m", "helpers.run.cli", *args], **env)
 
     def command(self, *args, timeout):
         """Run the command line to its end (or stop it at ``timeout``): its Result."""
@@ -273,7 +273,7 @@ def invivo_folder(project):
         folder = Path(root) / "data" / "invivo"
         if (folder / "b1k_b2k.bval").is_file():
             return folder
-    raise FileNotFoundError("data/invivo/ not fetched (python -m helpers.datasets)")
+    raise FileNotFoundError("data/invivo/ not fetched (python -m helpers.scan.datasets)")
 
 
 def invivo(case):

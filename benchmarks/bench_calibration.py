@@ -10,7 +10,7 @@ Three parts, one run, on one subject's gradient table and noise model:
 2. **Known answers.** Pseudo-scans drawn by the family with hyperparameter sets unlike
    FORCE's defaults (the scan's gradient table and noise), split into fit and judge
    halves: calibrate from FORCE's defaults on the fit half; print truth, recovered value
-   and tolerance (:data:`helpers.calibration.RECOVERY_TOLERANCE`) per quantity, and the
+   and tolerance (:data:`helpers.generators.calibration.RECOVERY_TOLERANCE`) per quantity, and the
    two-sample accuracy of the calibrated generator against the judge half.
 3. **Outside the family.** A RandomWM scan and a multi-tensor ladder rung (Syn*1.5): the
    fit reports the distance it reached and the accuracy; it cannot reach the floor.
@@ -43,16 +43,16 @@ SETS = {
 
 
 def c2st(real, synthetic, subject, seed=0):
-    from helpers.calibration import _features_of
-    from helpers.realism import c2st_crossfit
+    from helpers.generators.calibration import _features_of
+    from helpers.judges.realism import c2st_crossfit
 
     f = lambda x: _features_of(x, subject.bvals, subject.bvecs, subject.dti_columns)  # noqa: E731
     return c2st_crossfit(f(real), f(synthetic), seed=seed).accuracy
 
 
 def draw(hyper, n, subject, sigmas, seed):
-    from helpers.calibration import calibrated_signal, draw_parameters
-    from helpers.simulation import add_rician_noise
+    from helpers.generators.calibration import calibrated_signal, draw_parameters
+    from helpers.generators.simulation import add_rician_noise
 
     rng = np.random.default_rng(seed)
     params = draw_parameters(n, rng, hyper)
@@ -69,27 +69,27 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="dipy's sample, 2 s fits, one known-answer set")
     args = parser.parse_args(argv)
 
-    from helpers.batch import quiet_logging
-    from helpers.calibration import RECOVERY_TOLERANCE, Hyper, calibrate
+    from helpers.run.batch import quiet_logging
+    from helpers.generators.calibration import RECOVERY_TOLERANCE, Hyper, calibrate
     from helpers.config import load_profile
-    from helpers.pipeline import calibration_budget
-    from helpers.simulation import noise_sigmas, simulate
+    from helpers.run.pipeline import calibration_budget
+    from helpers.generators.simulation import noise_sigmas, simulate
 
     quiet_logging()
     profile = load_profile("quick" if args.tiny else args.profile)
-    from helpers.simulation import CALIBRATION_BUDGET
+    from helpers.generators.simulation import CALIBRATION_BUDGET
 
     budget = {**CALIBRATION_BUDGET, **calibration_budget(profile)}
     if args.evals is not None:
         budget["max_evals"] = args.evals
     if args.tiny:
-        from helpers.layouts import load_sample
+        from helpers.scan.layouts import load_sample
 
         subject, label = load_sample(), "sample small_64D"
         budget, args.voxels, sets = {"max_evals": 40, "n_resamples": 1, "resample_evals": 20}, 400, dict(list(SETS.items())[:1])
     else:
         from helpers.config import load_config
-        from helpers.layouts import load_subject
+        from helpers.scan.layouts import load_subject
 
         config = load_config(args.config)
         sid = list(config.subjects)[0]
@@ -106,7 +106,7 @@ def main(argv=None):
     fit_s = time.perf_counter() - t
     subject.calibration = cal
     n = judge.n_voxels
-    from helpers.autoencoder import build_autoencoder, train_autoencoder
+    from helpers.judges.autoencoder import build_autoencoder, train_autoencoder
 
     n_train = min(int(profile["n_voxels"]), 20_000 if args.tiny else int(profile["n_voxels"]))
     clean, noisy = simulate(subject, "Calibrated", n_train, 1)

@@ -1,4 +1,4 @@
-"""How fast is :func:`helpers.force.simulate_force` against dipy's own FORCE simulator?
+"""How fast is :func:`helpers.generators.force.simulate_force` against dipy's own FORCE simulator?
 
 Both run here, in one process, on one core (BLAS/OpenMP pools limited to one thread with
 threadpoolctl; dipy with ``num_cpus=1``, its in-process path), on dipy's sample gradient
@@ -27,7 +27,7 @@ from dipy.io.gradients import read_bvals_bvecs
 from dipy.sims.force import generate_force_simulations
 from threadpoolctl import threadpool_limits
 
-from helpers.force import simulate_force
+from helpers.generators.force import simulate_force
 
 N_VOXELS = 300_000
 

@@ -8,7 +8,7 @@ scan's judge voxels is computed. Two 95% intervals of the mean accuracy:
 - **baseline, replicate-only** (what the verdict used before): Student's t over the R
   replicate accuracies. It carries the generator's sampling only, so it narrows like
   1/sqrt(R) and tends to zero with more replicates on the same voxels;
-- **block bootstrap** (:mod:`helpers.distance`): each draw resamples the judge voxels'
+- **block bootstrap** (:mod:`helpers.judges.distance`): each draw resamples the judge voxels'
   blocks, the replicates and each judge set's voxels. Its scan share does not shrink.
 
 The two-sample judge needs no trained network, so no model is trained here (the
@@ -30,9 +30,9 @@ def widths(subject, method, replicates, *, n_judge, n_draws, seed=0):
     """(bootstrap width, replicate-only t width, mean accuracy) for ``replicates`` judge sets."""
     from scipy import stats
 
-    from helpers.autoencoder import build_autoencoder
-    from helpers.distance import distance_check
-    from helpers.judges import JudgePanel
+    from helpers.judges.autoencoder import build_autoencoder
+    from helpers.judges.distance import distance_check
+    from helpers.judges.judges import JudgePanel
 
     models = {(method, r): build_autoencoder(subject.n_directions, seed=r) for r in range(replicates)}
     panel = JudgePanel(subject, models, {method: method}, seed=seed, n_judge=n_judge)
@@ -56,17 +56,17 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="dipy's sample, 2 and 3 replicates, 500 voxels")
     args = parser.parse_args(argv)
 
-    from helpers.batch import quiet_logging
+    from helpers.run.batch import quiet_logging
 
     quiet_logging()
     if args.tiny:
-        from helpers.layouts import load_sample
+        from helpers.scan.layouts import load_sample
 
         subject, label = load_sample(), "sample small_64D"
         args.replicates, args.draws, args.judge_voxels = (2, 3), 50, 500
     else:
         from helpers.config import load_config
-        from helpers.layouts import load_subject
+        from helpers.scan.layouts import load_subject
 
         config = load_config(args.config)
         sid = list(config.subjects)[0]

@@ -82,7 +82,7 @@ def main(argv=None):
                 data["root"] = str((config.parent / data["root"]).resolve())
             config = Path(tmp) / config.name
             config.write_text(yaml.safe_dump(data))
-        base = [sys.executable, "-m", "helpers.cli"]
+        base = [sys.executable, "-m", "helpers.run.cli"]
         if args.tiny:
             cmd = [*base, "check", str(config)]
         else:

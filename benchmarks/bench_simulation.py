@@ -10,7 +10,7 @@ mixture (three fibres, GM, CSF), fractions in percent, no noise — looped over
 slowest method's voxels per second over dipy's.
 
 Then FORCE: :mod:`bench_force` (beside this file) times
-``dipy.sims.force.generate_force_simulations`` and :func:`helpers.force.simulate_force` on
+``dipy.sims.force.generate_force_simulations`` and :func:`helpers.generators.force.simulate_force` on
 one core in the same run and prints ``force speedup <X>x vs dipy generate_force_simulations``.
 
     python benchmarks/bench_simulation.py [--repeats 5] [--dipy-voxels 1000]
@@ -32,8 +32,8 @@ from helpers.contract import METHODS, PAPER_METHODS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_force, beside this file
 import bench_force  # noqa: E402
 from bench_force import median_time  # noqa: E402  (one timing rule for both benchmarks)
-from helpers.layouts import load_sample
-from helpers.simulation import draw_mixture, simulate, tissue_pools
+from helpers.scan.layouts import load_sample
+from helpers.generators.simulation import draw_mixture, simulate, tissue_pools
 
 N_VOXELS = 300_000
 

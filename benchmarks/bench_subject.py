@@ -51,10 +51,10 @@ def main(argv=None):
         print(f"writing the synthetic HCP-like subject to {args.root} (a few minutes, once)")
         make([str(args.root), "--subject", args.subject])
 
-    from helpers.autoencoder import build_autoencoder, reconstruct, train_autoencoder
-    from helpers.layouts import load_hcp, load_sample
-    from helpers.metrics import evaluate
-    from helpers.simulation import simulate, tissue_pools
+    from helpers.judges.autoencoder import build_autoencoder, reconstruct, train_autoencoder
+    from helpers.scan.layouts import load_hcp, load_sample
+    from helpers.judges.metrics import evaluate
+    from helpers.generators.simulation import simulate, tissue_pools
 
     t = time.perf_counter()
     subject = load_sample() if args.tiny else load_hcp(args.root, args.subject)

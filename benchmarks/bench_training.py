@@ -6,7 +6,7 @@ and with several models on several cores against one after another?
 paper's recipe: MSE, Adam(5e-4), batch 100, 250,000 training and 50,000 validation
 voxels, reshuffled every epoch. The baseline is ``model.fit(x, y, batch_size=100,
 validation_data=(xv, yv), shuffle=True)``; the project's path is
-:func:`helpers.autoencoder.train_autoencoder`. Each timing covers the whole call,
+:func:`helpers.judges.autoencoder.train_autoencoder`. Each timing covers the whole call,
 compilation included. The training set is simulated here, with NumPy only: per voxel two
 crossing tensors with random eigenvalues, orientations and volume fractions,
 ``S/S0 = Σ f_i exp(-b gᵀ D_i g)`` at b = 1000 s/mm² on 64 directions spread over the
@@ -15,7 +15,7 @@ sphere, plus Rician noise at SNR 20.
 **K models, in parallel against one after another.** K replicates of one method (``Syn``)
 on a hand-built 64-direction subject, each exactly as step 03 makes it: its synthetic
 set simulated from its seed, trained, saved, its dead units counted.
-:func:`helpers.training.train_replicates` runs them once with ``jobs=1`` (one after
+:func:`helpers.judges.training.train_replicates` runs them once with ``jobs=1`` (one after
 another, in this already running process: no start-up cost on that side) and once with
 ``jobs=0`` (one spawned worker process per core, at most K, one TensorFlow thread each;
 the workers' start, about 5 s of importing TensorFlow, is inside the timing). Runs
@@ -27,7 +27,7 @@ Measurements (2-core reference machine; notes moved here from the code):
 - An epoch of the paper's recipe (250,000 two-tensor voxels, 64 directions) takes about
   0.3 s with ``train_autoencoder`` and about 3 s with ``Model.fit``; the first epoch
   includes XLA compilation (about a second).
-- Threads: one intra-op thread per model (:func:`helpers.autoencoder.configure_threads`).
+- Threads: one intra-op thread per model (:func:`helpers.judges.autoencoder.configure_threads`).
   Each product is a batch of 100 voxels times a weight matrix of at most 64 x 43; split
   across threads the pieces wait on each other more than they compute: an epoch took
   0.28 s with one intra-op thread and 0.34 s with two (medians of 7 epochs, two runs
@@ -35,7 +35,7 @@ Measurements (2-core reference machine; notes moved here from the code):
 - Stacking models as separate subgraphs of one TensorFlow graph did not help on CPU (about
   230 µs per model-step from 1 to 20 models). Stacking their *weights* does: K models as
   (K, in, out) tensors, one batched product per layer and one Adam update for all
-  (:func:`helpers.autoencoder.train_stacked`), so the per-step overhead that dominates
+  (:func:`helpers.judges.autoencoder.train_stacked`), so the per-step overhead that dominates
   such small networks is paid once for K. The pipeline trains a method's replicates so,
   one method per worker process. The ``stacked speedup`` line measures it.
 - Latest full run, 2-core machine shared with other jobs: ``train_autoencoder`` 14.1 s
@@ -175,7 +175,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from helpers import autoencoder as ae
+    from helpers.judges import autoencoder as ae
 
     ae.build_autoencoder(N_DIRECTIONS)  # first project call: sets the thread pool (see helpers)
     print(
@@ -195,7 +195,7 @@ def plain_fit_comparison(args):
     """One model: train_autoencoder against Model.fit (prints the ``speedup`` line)."""
     import keras
 
-    from helpers import autoencoder as ae
+    from helpers.judges import autoencoder as ae
 
     baseline_repeats = args.baseline_repeats
     if baseline_repeats is None:
@@ -324,7 +324,7 @@ def parallel_comparison(args):
     import shutil
     import tempfile
 
-    from helpers import training
+    from helpers.judges import training
 
     k = args.models
     profile = {
@@ -387,7 +387,7 @@ def parallel_comparison(args):
 def bench_subject(*, seed=0, shape=(10, 10, 10), snr=20.0):
     """A hand-built subject for the parallel part: one tensor per voxel (random
     eigenvalues and orientation) on 64 directions at b = 1000 s/mm², Rician noise."""
-    from helpers.subject import Subject
+    from helpers.scan.subject import Subject
 
     rng = np.random.default_rng(seed)
     indices = np.argwhere(np.ones(shape, dtype=bool))

@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from helpers.io import atomic_path
-from helpers.simulation import draw_mixture, multi_tensor, random_rotations
+from helpers.generators.simulation import draw_mixture, multi_tensor, random_rotations
 
 SHAPE = (145, 174, 145)
 VOXEL = 1.25

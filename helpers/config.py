@@ -111,7 +111,7 @@ class DatasetConfig:
         return Path(out or RESULTS_DIR).expanduser().resolve() / self.dataset
 
     def load_settings(self):
-        """Keyword arguments of :func:`helpers.loading.load_dwi` that come from this config."""
+        """Keyword arguments of :func:`helpers.scan.loading.load_dwi` that come from this config."""
         return dict(
             shell=self.shell,
             shell_tolerance=self.shell_tolerance,

@@ -46,9 +46,9 @@ PAPER_METHODS = ("Syn", "Sampled", "SampleAndMean", "RandomWM")
 
 METHODS = PAPER_METHODS + ("FORCE", "SubjectFORCE", "Calibrated")
 """The built-in generators: the paper's four, dipy's FORCE signal model with dipy's
-default ranges (:mod:`helpers.force`), FORCE with its diffusivity ranges taken from the
+default ranges (:mod:`helpers.generators.force`), FORCE with its diffusivity ranges taken from the
 subject's own tissue (``SubjectFORCE``), and a FORCE-like family whose distributions are
-fitted to the subject's fit voxels (``Calibrated``, :mod:`helpers.calibration`)."""
+fitted to the subject's fit voxels (``Calibrated``, :mod:`helpers.generators.calibration`)."""
 
 CALIBRATED_MIN_VOXELS = 20
 """Fit voxels ``Calibrated`` needs (fewer: the method is skipped for the subject)."""
@@ -57,7 +57,7 @@ SUBJECT_METHODS = ("Sampled", "SampleAndMean", "SubjectFORCE")
 """Built-in methods that sample the subject's tissue (they need WM voxels with high FA)."""
 
 LIBRARY_PREFIX = "library:"
-"""``library:PATH`` names a file of any simulator's saved signals (:mod:`helpers.library`)."""
+"""``library:PATH`` names a file of any simulator's saved signals (:mod:`helpers.generators.library`)."""
 
 METRICS = ("signal_mae", "fa_mae", "angle_deg")
 """Per-voxel reconstruction errors, in the order the method paper reports them."""
@@ -80,7 +80,7 @@ JUDGE_OF = {
     "code_mmd": "code_distance",
     "error_w1": "error_match",
 }
-"""The judge each score belongs to (:mod:`helpers.judges`); lower is closer for all of them."""
+"""The judge each score belongs to (:mod:`helpers.judges.judges`); lower is closer for all of them."""
 
 JUDGE_LABELS = {
     "reconstruction": "denoiser-training error (the method paper's reconstruction error)",
@@ -115,7 +115,7 @@ DEFAULTS = {
     "min_pool": 20,  # eroded tissue pools below this fall back to uneroded; below it even then: "tiny"
     "wm_fa_min": 0.7,  # WM voxels above this FA feed the sampled WM pool
     "collapse_ratio": 2.0,  # a model whose val loss exceeds this x its method's median collapsed
-    "judge_voxels": 2000,  # voxels per judge set and per two-sample classifier (helpers.judges)
+    "judge_voxels": 2000,  # voxels per judge set and per two-sample classifier (helpers.judges.judges)
 }
 """Every tunable default of the method, in one place."""
 
@@ -124,7 +124,7 @@ _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SCALABLE = ("Syn", "Sampled", "SampleAndMean", "FORCE", "SubjectFORCE")
 """Built-in generators that take a diffusivity scale, ``NAME*s``: every diffusivity the
 generator draws (tensor eigenvalues; FORCE's d_par, d_perp, GM and CSF ranges) times s.
-The known-answer ladder (:mod:`helpers.judges`) is made of them; a config may name one too."""
+The known-answer ladder (:mod:`helpers.judges.judges`) is made of them; a config may name one too."""
 
 SCALE_RANGE = (0.1, 10.0)
 """Scales a ``NAME*s`` generator accepts."""

@@ -91,8 +91,8 @@ def run_in_workers(func, tasks, *, workers, initializer=None, initargs=()):
     A context manager yielding an iterator of ``(task, result)`` pairs in the order the
     tasks finish; ``result`` is the exception when ``func`` raised one in the worker. On
     leaving the ``with`` block early (an exception, a ``break``), the tasks not yet
-    started are cancelled and the running ones finish. :func:`helpers.training.train_replicates` trains
-    with it and :func:`helpers.calibration.calibrate` fits with it.
+    started are cancelled and the running ones finish. :func:`helpers.judges.training.train_replicates` trains
+    with it and :func:`helpers.generators.calibration.calibrate` fits with it.
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from helpers.layouts import load_hcp
+from helpers.scan.layouts import load_hcp
 
 SEED = 20240611
 

@@ -1,4 +1,4 @@
-"""Tests for helpers.autoencoder: the network's shape, that training follows the Keras
+"""Tests for helpers.judges.autoencoder: the network's shape, that training follows the Keras
 recipe and learns, reproducibility, dead bottleneck units on weights set by hand, saving
 and loading, and every error path."""
 
@@ -9,7 +9,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from helpers import autoencoder as ae
+from helpers.judges import autoencoder as ae
 
 N_DIR = 16  # directions in the small synthetic set
 N_VOX = 2000  # voxels: 1667 training, 333 validation (round(2000/6))
@@ -425,7 +425,7 @@ def test_load_history_names_a_missing_file(tmp_path):
 def test_stacked_training_ends_where_each_model_would_alone():
     """Models trained as one stack keep their own data, seed and weights: each ends where
     train_autoencoder takes it alone (float rounding apart)."""
-    from helpers.autoencoder import build_autoencoder, train_autoencoder, train_stacked
+    from helpers.judges.autoencoder import build_autoencoder, train_autoencoder, train_stacked
 
     rng = np.random.default_rng(7)
     data = []

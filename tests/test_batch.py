@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-import helpers.batch as batch
-from helpers.batch import main
+import helpers.run.batch as batch
+from helpers.run.batch import main
 from helpers.config import CONFIG_DIR, PROJECT_ROOT
 from helpers.contract import COLUMNS, METHODS, METRICS
-from helpers.results import SubjectResult
+from helpers.run.results import SubjectResult
 
 SAMPLE = CONFIG_DIR / "sample.yaml"
 NOTEBOOKS = ["01_load_data", "02_simulate", "03_train_autoencoder"]
@@ -30,7 +30,7 @@ NOISE = ("IPKernelApp", "without encryption", "cuInit", "cudart", "oneDNN", "abs
 
 def _batch(*args, env=None, timeout=1500):
     return subprocess.run(
-        [sys.executable, "-m", "helpers.batch", *map(str, args)],
+        [sys.executable, "-m", "helpers.run.batch", *map(str, args)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
 
@@ -60,7 +60,7 @@ def _killed_while_training(out, tmp):
 
     tag = uuid.uuid4().hex
     env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp)}
-    run = subprocess.Popen([sys.executable, "-m", "helpers.batch", str(SAMPLE), "--profile", "quick", "--out", str(out)],
+    run = subprocess.Popen([sys.executable, "-m", "helpers.run.batch", str(SAMPLE), "--profile", "quick", "--out", str(out)],
                            cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
@@ -249,7 +249,7 @@ def test_summary_across_two_datasets_draws_a_panel_each(sample_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_step_reruns_when_its_parameters_change(sample_run, tmp_path):
-    from helpers.batch import _executed_parameters, run_notebook
+    from helpers.run.batch import _executed_parameters, run_notebook
 
     sd = sample_run["subject_dir"]
     params = _executed_parameters(sd / "01_load_data.ipynb")
@@ -322,7 +322,7 @@ def test_a_steps_temporary_folder_is_its_own_and_goes_with_it(tmp_path, monkeypa
     threads of one process), and the step's folder is removed."""
     import tempfile
 
-    from helpers.batch import TMP_FOLDER, step_env, step_tempdir
+    from helpers.run.batch import TMP_FOLDER, step_env, step_tempdir
 
     outside = Path(tempfile.mkdtemp())
     monkeypatch.setenv("TMPDIR", str(outside))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from helpers import calibration as C
-from helpers.force import force_signal, sphere_vertices
+from helpers.generators import calibration as C
+from helpers.generators.force import force_signal, sphere_vertices
 
 
 def _gradients(n=30, b=1000.0, seed=0):

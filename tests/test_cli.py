@@ -11,18 +11,18 @@ import tomllib
 import pytest
 
 import helpers
-import helpers.batch as batch
-from helpers.cli import build_parser, main
+import helpers.run.batch as batch
+from helpers.run.cli import build_parser, main
 from helpers.config import CONFIG_DIR, PROJECT_ROOT
-from helpers.console import Console, training_progress
-from helpers.results import SubjectResult, error_line, failed
+from helpers.run.console import Console, training_progress
+from helpers.run.results import SubjectResult, error_line, failed
 
 SAMPLE = CONFIG_DIR / "sample.yaml"
 
 
 def _cli(*args, env=None, timeout=60):
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "helpers.cli", *map(str, args)], cwd=PROJECT_ROOT,
+    done = subprocess.run([sys.executable, "-m", "helpers.run.cli", *map(str, args)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
     return done, time.perf_counter() - t
 
@@ -44,7 +44,7 @@ def test_version_is_the_package_version():
 
 def test_console_script_is_declared():
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"] == {"synthqa": "helpers.cli:main"}
+    assert project["scripts"] == {"synthqa": "helpers.run.cli:main"}
 
 
 def test_help_says_subjects_run_one_after_another():
@@ -249,7 +249,7 @@ def test_a_second_run_on_the_same_results_is_refused_and_a_stale_lock_is_taken_o
     import os
     import socket
 
-    from helpers.lock import LOCK_NAME, LockedError, results_lock
+    from helpers.run.lock import LOCK_NAME, LockedError, results_lock
 
     with results_lock(tmp_path, command="synthqa run a.yaml"):
         held = json.loads((tmp_path / LOCK_NAME).read_text())

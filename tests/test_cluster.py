@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.cluster import dask_map
+from helpers.run.cluster import dask_map
 from helpers.config import PROJECT_ROOT
-from helpers.results import SubjectResult
+from helpers.run.results import SubjectResult
 
 pytest.importorskip("distributed")
 
@@ -75,8 +75,8 @@ def _two_subject_config(tmp_path):
     on the sample's table, with s0) through every step."""
     import dipy.data
 
-    from helpers.layouts import load_sample
-    from helpers.simulation import simulate
+    from helpers.scan.layouts import load_sample
+    from helpers.generators.simulation import simulate
 
     files = Path(dipy.data.__file__).parent / "files"
     dwi = files / "small_64D.nii"
@@ -130,7 +130,7 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
     # the run without Dask to compare with, at the same time (the test waits on start-ups
     # far more than it computes); its own tag keeps its processes out of the hunt below
     local = tmp_path / "local"
-    local_run = subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", str(config), "--jobs", "2",
+    local_run = subprocess.Popen([sys.executable, "-m", "helpers.run.cli", "run", str(config), "--jobs", "2",
                                   "--out", str(local)], cwd=PROJECT_ROOT,
                                  env={**env, "SYNTHQA_TEST_TAG": "local"}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
@@ -144,7 +144,7 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
         out = tmp_path / "dask"
-        run = subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", str(config), "--scheduler", address,
+        run = subprocess.Popen([sys.executable, "-m", "helpers.run.cli", "run", str(config), "--scheduler", address,
                                 "--out", str(out)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         lines = []
@@ -205,7 +205,7 @@ def test_the_console_tells_a_dask_rerun_and_where_each_step_ran():
     that starts twice is a re-run, and the subject's end says where it ran and how long."""
     import io
 
-    from helpers.console import Console
+    from helpers.run.console import Console
 
     out = io.StringIO()
     console = Console(out, errors=out, live=False)
@@ -227,7 +227,7 @@ def test_the_console_tells_a_dask_rerun_and_where_each_step_ran():
 def test_a_scheduler_whose_workers_lack_the_subject_resource_is_refused():
     from distributed import LocalCluster
 
-    from helpers.cluster import scheduler_problems
+    from helpers.run.cluster import scheduler_problems
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         problems = scheduler_problems(cluster.scheduler_address)
@@ -244,7 +244,7 @@ def test_a_scheduler_whose_workers_lack_the_subject_resource_is_refused():
 def test_a_subject_gets_its_workers_threads_over_the_subjects_it_runs_at_once(nthreads, resources, cores):
     from types import SimpleNamespace
 
-    from helpers.cluster import subject_cores
+    from helpers.run.cluster import subject_cores
 
     worker = SimpleNamespace(state=SimpleNamespace(nthreads=nthreads, total_resources=resources))
     assert subject_cores(worker) == cores
@@ -308,7 +308,7 @@ def test_a_run_waiting_on_workers_that_cannot_take_a_subject_says_so():
 
     from distributed import Client, LocalCluster
 
-    from helpers.cluster import _watch_workers
+    from helpers.run.cluster import _watch_workers
 
     for n_workers, expected in ((0, "waiting for Dask workers to join"),
                                 (1, "waiting: none of its 1 workers has the resource 'subject'")):

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import METHODS
 from helpers.config import CONFIG_DIR, check_methods, find_config, load_config, load_profile
-from helpers.layouts import load_subject
+from helpers.scan.layouts import load_subject
 
 
 def _write(tmp_path, text, name="dataset.yaml"):

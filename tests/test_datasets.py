@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from helpers import datasets
+from helpers.scan import datasets
 
 
 def _sha(data):

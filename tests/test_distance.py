@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers import realism
-from helpers.distance import REALISTIC, _resample_replicates, distance_check, random_halves, realistic
-from helpers.pipeline import _interval, distance_table, with_disagreement, with_distance
-from helpers.split import block_split, block_weights
-from helpers.subject import Subject
+from helpers.judges import realism
+from helpers.judges.distance import REALISTIC, _resample_replicates, distance_check, random_halves, realistic
+from helpers.run.pipeline import _interval, distance_table, with_disagreement, with_distance
+from helpers.scan.split import block_split, block_weights
+from helpers.scan.subject import Subject
 
 # ----------------------------------------------------------------------------- 3. two-sample tests
 
@@ -173,14 +173,14 @@ def test_per_voxel_misses_lie_where_the_generator_differs():
 
 
 def _two_sample_draws(n_reps, *, n_draws=2000):
-    """Bootstrap draws of a two-sample accuracy, built as helpers.distance builds them.
+    """Bootstrap draws of a two-sample accuracy, built as helpers.judges.distance builds them.
 
     The scan: 50 blocks of 20 real voxels; on 25 blocks the classifier is right on every
     voxel, on 25 wrong (real correctness is a property of the scan region, shared by
     every replicate). Each replicate r: 1000 synthetic voxels, right on a share q_r
     (alternating 0.4, 0.6: the replicates disagree). A draw reweights the real voxels by
     one block-bootstrap draw shared across replicates and the synthetic voxels by
-    Poisson(1), then helpers.distance._resample_replicates resamples the replicates.
+    Poisson(1), then helpers.judges.distance._resample_replicates resamples the replicates.
     """
     blocks = np.repeat(np.arange(50), 20)
     real_correct = np.repeat(np.r_[np.ones(25), np.zeros(25)], 20)
@@ -248,9 +248,9 @@ def syn_phantom():
     """A 20x20x10 all-brain subject whose voxels are generator Syn's, with per-voxel noise
     (sigma 40 over S0 600-1400), split into fit and judge blocks; judged by a panel of
     untrained autoencoders for Syn and RandomWM (two replicates each)."""
-    from helpers.autoencoder import build_autoencoder
-    from helpers.judges import JudgePanel
-    from helpers.simulation import simulate
+    from helpers.judges.autoencoder import build_autoencoder
+    from helpers.judges.judges import JudgePanel
+    from helpers.generators.simulation import simulate
 
     rng = np.random.default_rng(13)
     g = rng.standard_normal((30, 3))

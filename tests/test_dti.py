@@ -119,7 +119,7 @@ def test_wrong_data_shape_names_the_expected_shape(rng):
 def test_subject_tensor_uses_only_the_columns_up_to_dti_max_b(rng):
     """A two-shell subject whose b=2000 signal is bi-exponential (no tensor fits it): the
     Subject's tensor equals dipy's TensorModel on [S0=1, E at b=1000] alone."""
-    from helpers.subject import Subject
+    from helpers.scan.subject import Subject
 
     bvals, bvecs = _scheme(rng, n_b0=0, shells=((1000, 20), (2000, 25)))
     order = rng.permutation(len(bvals))  # shells interleaved, as scanners store them
@@ -145,7 +145,7 @@ def test_subject_tensor_uses_only_the_columns_up_to_dti_max_b(rng):
 
 
 def test_subject_tensor_refuses_too_few_directions(rng):
-    from helpers.subject import Subject
+    from helpers.scan.subject import Subject
 
     bvecs = random_unit_vectors(rng, 5)
     s = Subject(

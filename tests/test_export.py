@@ -4,7 +4,7 @@ refused with exit status 2 and one line.
 
 Expected values come from elsewhere than the exporter: the closed form of Syn's
 axially symmetric tensors with the method paper's diffusivities written out by hand,
-FORCE's kernel (:func:`helpers.force.force_signal`, checked against dipy in
+FORCE's kernel (:func:`helpers.generators.force.force_signal`, checked against dipy in
 test_force.py) on parameters rebuilt from the file, the seeds' documented formula, and
 the subject's own SNR.
 """
@@ -17,13 +17,13 @@ import zlib
 import numpy as np
 import pytest
 
-from helpers import export as export_module
-from helpers import simulation
-from helpers.cli import main
+from helpers.run import export as export_module
+from helpers.generators import simulation
+from helpers.run.cli import main
 from helpers.config import load_config
-from helpers.force import ForceParameters, force_signal, sphere_vertices
-from helpers.layouts import load_subject
-from helpers.subject import Subject
+from helpers.generators.force import ForceParameters, force_signal, sphere_vertices
+from helpers.scan.layouts import load_subject
+from helpers.scan.subject import Subject
 
 N = 200
 SEED = 3
@@ -292,8 +292,8 @@ def test_calibrated_exports_from_its_saved_fit_and_clean_resimulates(results, tm
     FORCE signal of its ground truth, and its σ the fitted noise model's."""
     import json
 
-    from helpers.calibration import Calibration, Hyper
-    from helpers.force import force_signal
+    from helpers.generators.calibration import Calibration, Hyper
+    from helpers.generators.force import force_signal
 
     hyper = Hyper.force_defaults()
     path = results["folder"] / "calibration.json"

@@ -1,4 +1,4 @@
-"""Tests of helpers.figures on hand-written tables: the points drawn are the numbers
+"""Tests of helpers.report.figures on hand-written tables: the points drawn are the numbers
 written here (or their per-subject means, computed by hand below), the intervals are
 hand-computed t-intervals, and the brackets come from hand-written stats rows."""
 
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import pytest
 from scipy import stats as sps
 
-from helpers import figures as F
+from helpers.report import figures as F
 from helpers.contract import COLUMNS
 
 # One subject, three replicate models per method (replicate level), values by hand.
@@ -259,7 +259,7 @@ def test_figures_do_not_import_private_stats_helpers():
     tree = ast.parse(Path(F.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers"):
-            assert node.module != "helpers.stats" or not any(
+            assert node.module != "helpers.judges.stats" or not any(
                 a.name.startswith("_") for a in node.names)
 
 

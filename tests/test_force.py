@@ -1,4 +1,4 @@
-"""helpers.force against dipy's own FORCE code (dipy.sims.force / dipy.sims._force_core).
+"""helpers.generators.force against dipy's own FORCE code (dipy.sims.force / dipy.sims._force_core).
 
 Every expected value comes from dipy: the compiled ``create_mixed_signal`` (signals and the
 parameters it returns), dipy's public building blocks (``dispersion_lut``,
@@ -27,7 +27,7 @@ from dipy.sims.voxel import all_tensor_evecs
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 from scipy import stats
 
-from helpers.force import (
+from helpers.generators.force import (
     ForceParameters,
     ForceRanges,
     draw_force_parameters,

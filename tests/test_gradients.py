@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import _match, _square, build_scan, random_unit_vectors, write_gradients
-from helpers.gradients import count_directions, find_shells, select_shell
-from helpers.layouts import load_hcp
-from helpers.loading import load_dwi
+from helpers.scan.gradients import count_directions, find_shells, select_shell
+from helpers.scan.layouts import load_hcp
+from helpers.scan.loading import load_dwi
 
 
 # ----------------------------------------------------------------------------- shells

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import _match, _square, build_scan, save_nifti, write_gradients
 from helpers.config import CONFIG_DIR, load_config
-from helpers.inspection import inspect_subject
+from helpers.run.inspection import inspect_subject
 
 
 # ----------------------------------------------------------------------------- inspect_subject

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers.autoencoder import DenseForward, build_autoencoder, encode, reconstruct
+from helpers.judges.autoencoder import DenseForward, build_autoencoder, encode, reconstruct
 from helpers.contract import COLUMNS, judge_seed, replicate_seeds
-from helpers.layouts import load_sample
-from helpers.judges import (
+from helpers.scan.layouts import load_sample
+from helpers.judges.judges import (
     JudgePanel,
     confusion_table,
     known_answer_check,
@@ -33,8 +33,8 @@ from helpers.judges import (
     pseudo_scan,
     validate,
 )
-from helpers.pipeline import with_validation
-from helpers.report import verdict_head
+from helpers.run.pipeline import with_validation
+from helpers.report.report import verdict_head
 
 MODULE = "synthqa_judge_generators"
 GENERATORS = '''

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers import realism
-from helpers.judges import LADDER_RUNGS, LADDER_TRUTH, ladder_specs, validate
+from helpers.judges import realism
+from helpers.judges.judges import LADDER_RUNGS, LADDER_TRUTH, ladder_specs, validate
 
 B = np.array([500.0, 1000.0, 2000.0, 3000.0])
 
@@ -116,10 +116,10 @@ def test_ladder_check_orders_syn_rungs_on_a_phantom():
     two-sample classifier on invariant features needs no training, and Syn*s against the
     truth Syn*1.2 differs only in diffusivity scale, so its accuracies must follow
     |s - 1.2| (the distances written out by hand)."""
-    from helpers.autoencoder import build_autoencoder
-    from helpers.judges import JudgePanel, ladder_check
-    from helpers.split import block_split
-    from helpers.subject import Subject
+    from helpers.judges.autoencoder import build_autoencoder
+    from helpers.judges.judges import JudgePanel, ladder_check
+    from helpers.scan.split import block_split
+    from helpers.scan.subject import Subject
 
     rng = np.random.default_rng(13)
     g = rng.standard_normal((30, 3))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import _match, _row, save_nifti
-from helpers import noise
+from helpers.scan import noise
 from helpers.config import CONFIG_DIR, load_config
-from helpers.inspection import inspect_subject
-from helpers.layouts import load_bids, load_hcp, load_paths, load_sample, load_subject
+from helpers.run.inspection import inspect_subject
+from helpers.scan.layouts import load_bids, load_hcp, load_paths, load_sample, load_subject
 
 
 # ----------------------------------------------------------------------------- HCP
@@ -171,7 +171,7 @@ def test_sample_attenuation_is_file_over_b0(sample, sample_files):
 
 def test_sample_snr_and_tissue(sample, sample_files):
     _, raw, _ = sample_files
-    # one b0: helpers.noise falls back on tensor residuals of the 64 b=1000 directions,
+    # one b0: helpers.scan.noise falls back on tensor residuals of the 64 b=1000 directions,
     # of the fit voxels only: the 4x4x4 blocks whose block coordinates sum to an even number
     idx = np.argwhere(np.ones((10, 10, 10), bool))
     fit_rows = (idx // 4).sum(axis=1) % 2 == 0
@@ -253,7 +253,7 @@ def test_load_subject_passes_dti_max_b_from_the_config(hcp, tmp_path):
 def _invivo_config():
     config = load_config(CONFIG_DIR / "invivo.yaml")
     if not (config.root / "b1k_b2k_example_slices_24_38.nii.gz").is_file():
-        pytest.skip(f"{config.root}: the mdt b1k_b2k scan is not fetched (python -m helpers.datasets)")
+        pytest.skip(f"{config.root}: the mdt b1k_b2k scan is not fetched (python -m helpers.scan.datasets)")
     return config
 
 

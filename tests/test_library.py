@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.library import ANGLE_TOLERANCE_DEG, draw_library, library_name, load_library, match_columns
+from helpers.generators.library import ANGLE_TOLERANCE_DEG, draw_library, library_name, load_library, match_columns
 
 
 def _table(rng, m=12):
@@ -100,8 +100,8 @@ def test_a_library_runs_as_a_generator_on_a_subject(tmp_path):
     """dipy's sample as the subject; a library saved like dipy's FORCE output (S0 = 100,
     one b0 column) on the sample's own table, in reverse order."""
     from helpers.contract import check_methods, method_name
-    from helpers.layouts import load_sample
-    from helpers.simulation import describe_generator, simulate
+    from helpers.scan.layouts import load_sample
+    from helpers.generators.simulation import describe_generator, simulate
 
     subject = load_sample()
     rng = np.random.default_rng(5)

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from conftest import _match, _square, build_scan, save_nifti
-from helpers import noise
-from helpers.layouts import load_hcp, load_paths, load_sample
-from helpers.loading import load_dwi
-from helpers.subject import Subject
+from helpers.scan import noise
+from helpers.scan.layouts import load_hcp, load_paths, load_sample
+from helpers.scan.loading import load_dwi
+from helpers.scan.subject import Subject
 
 
 # ----------------------------------------------------------------------------- what is read
 
 
 def _spy_noise(monkeypatch):
-    """Record the arguments load_dwi passes to helpers.noise.estimate_noise."""
+    """Record the arguments load_dwi passes to helpers.scan.noise.estimate_noise."""
     calls = []
     real = noise.estimate_noise
 
@@ -39,7 +39,7 @@ def _spy_noise(monkeypatch):
 
 
 def test_hcp_noise_gets_the_b0_repeats_and_only_the_dti_columns(hcp, monkeypatch):
-    """The noise estimate is helpers.noise's (tested there); here: it receives the 4 b0
+    """The noise estimate is helpers.scan.noise's (tested there); here: it receives the 4 b0
     repeats of every brain voxel as read from the file, and for its fallback only the
     selected volumes with b <= dti_max_b (b=1000 of the three shells with shell "all")."""
     calls = _spy_noise(monkeypatch)
@@ -310,7 +310,7 @@ def test_probability_mask_is_thresholded_at_one_half_and_said(tmp_path, rng):
 @pytest.mark.parametrize("values, kept", [(np.array([0, 1, 1]), 2), (np.array([0, 255, 255]), 2),
                                           (np.array([0.0, 0.7, 0.2]), 1), (np.array([False, True, True]), 2)])
 def test_binary_mask_values(values, kept):
-    from helpers.loading import binary_mask
+    from helpers.scan.loading import binary_mask
 
     mask, _ = binary_mask(values, path="m.nii.gz")
     assert int(mask.sum()) == kept
@@ -320,7 +320,7 @@ def test_binary_mask_values(values, kept):
                                              (np.array([0, np.nan, 1.0]), "NaN"),
                                              (np.array([0, -1.0]), "different non-zero")])
 def test_masks_that_cannot_be_read_as_brain_are_refused(values, message):
-    from helpers.loading import binary_mask
+    from helpers.scan.loading import binary_mask
 
     with pytest.raises(ValueError, match=f"m.nii.gz: .*{message}"):
         binary_mask(values, path="m.nii.gz")
@@ -329,7 +329,7 @@ def test_masks_that_cannot_be_read_as_brain_are_refused(values, message):
 def test_broken_volumes_are_left_out_by_index_and_b_value(tmp_path, rng):
     """A dropout (a diffusion-weighted volume of zeros) and a constant b0 repeat: both left
     out by name; the remaining volumes give the known tensors."""
-    from helpers.loading import load_note
+    from helpers.scan.loading import load_note
 
     labels = _square((6, 6, 3), 1, 5, 3, 2)
     scan = build_scan(tmp_path, rng, labels, n_b0=3, shells=((1000, 14),))

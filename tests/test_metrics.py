@@ -7,9 +7,9 @@ import pytest
 from dipy.core.gradients import gradient_table
 from dipy.reconst.dti import TensorModel
 
-from helpers.subject import Subject
+from helpers.scan.subject import Subject
 from helpers.contract import COLUMNS
-from helpers.metrics import angle_deg, evaluate, mean_errors, summarise, voxel_errors, write_error_maps
+from helpers.judges.metrics import angle_deg, evaluate, mean_errors, summarise, voxel_errors, write_error_maps
 
 
 def _table(n_dirs=40, b=1000.0, seed=0):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.noise import NoiseEstimate, estimate_noise, noise_floor_mae, relative_sigma
+from helpers.scan.noise import NoiseEstimate, estimate_noise, noise_floor_mae, relative_sigma
 
 SIGMA = 20.0
 GRID = (24, 24, 8)

@@ -76,9 +76,9 @@ def test_a_plain_install_ships_configs_notebooks_and_the_command(tmp_path):
         entry_points = z.read(info.replace("METADATA", "entry_points.txt")).decode()
         z.extractall(site)
     assert {"helpers/configs/profiles.yaml", "helpers/configs/sample.yaml", "helpers/notebooks/01_load_data.ipynb",
-            "helpers/notebooks/04_results.ipynb", "helpers/cli.py"} <= names
+            "helpers/notebooks/04_results.ipynb", "helpers/run/cli.py"} <= names
     assert f"Version: {helpers.__version__}\n" in metadata
-    assert "synthqa = helpers.cli:main" in entry_points
+    assert "synthqa = helpers.run.cli:main" in entry_points
 
     # the unpacked package, not the checkout, from a folder that is not the project
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -89,7 +89,7 @@ def test_a_plain_install_ships_configs_notebooks_and_the_command(tmp_path):
     config_dir, notebook_dir, notebooks = done.stdout.strip().splitlines()
     assert config_dir == str(site / "helpers" / "configs") and notebook_dir == str(site / "helpers" / "notebooks")
     assert "01_load_data.ipynb" in notebooks
-    check = subprocess.run([sys.executable, "-m", "helpers.cli", "check", str(site / "helpers" / "configs" / "sample.yaml")],
+    check = subprocess.run([sys.executable, "-m", "helpers.run.cli", "check", str(site / "helpers" / "configs" / "sample.yaml")],
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
     assert "OK" in check.stdout

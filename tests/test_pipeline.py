@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from helpers.contract import COLUMNS
-from helpers.subject import Subject
-from helpers.pipeline import _collapsed_detail, replicate_table, supported_methods
+from helpers.scan.subject import Subject
+from helpers.run.pipeline import _collapsed_detail, replicate_table, supported_methods
 
 
 def _subject(fa_high):
@@ -55,7 +55,7 @@ def test_replicate_table_is_mean_and_sd_over_replicates():
 
 
 def test_judge_table_gives_the_mean_and_a_t_interval_over_replicates():
-    from helpers.pipeline import judge_table
+    from helpers.run.pipeline import judge_table
 
     rows = [("d", "s", "A", r, "c2st_accuracy", "all", v) for r, v in enumerate([0.6, 0.7, 0.8])]
     rows += [("d", "s", "B", 0, "c2st_accuracy", "all", 0.5)]

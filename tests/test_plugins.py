@@ -1,4 +1,4 @@
-"""A researcher's own generator (``package.module:function``) in helpers.simulation, and
+"""A researcher's own generator (``package.module:function``) in helpers.generators.simulation, and
 the documented example, docs/examples/ball_stick.py.
 
 Expected signals come from closed forms and dipy's ``multi_tensor``; expected noise from
@@ -19,8 +19,8 @@ from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 from scipy import integrate, special
 
-from helpers.subject import Subject
-from helpers.simulation import call_plugin, method_support, simulate
+from helpers.scan.subject import Subject
+from helpers.generators.simulation import call_plugin, method_support, simulate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 MODULE = "synthqa_test_generators"  # written by the fixture below
@@ -190,7 +190,7 @@ def test_ball_stick_generator_mean_signal_matches_its_parameter_ranges():
 
 
 def test_ball_stick_through_simulate_on_the_sample():
-    from helpers.layouts import load_sample
+    from helpers.scan.layouts import load_sample
 
     subject = load_sample()
     clean, noisy = simulate(subject, "ball_stick:ball_stick", 500, seed=3, snr=30.0)

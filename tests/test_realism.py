@@ -18,9 +18,9 @@ from dipy.reconst.dti import fractional_anisotropy
 from scipy import stats
 
 from conftest import random_rotations, tensor_signal
-from helpers import realism
+from helpers.judges import realism
 from helpers.contract import COLUMNS
-from helpers.layouts import load_sample
+from helpers.scan.layouts import load_sample
 
 
 @pytest.fixture(scope="module")

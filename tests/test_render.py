@@ -16,8 +16,8 @@ from plotly.offline import get_plotlyjs
 import helpers
 from helpers.config import CONFIG_DIR, load_config, load_profile
 from helpers.contract import method_name, replicate_seeds
-from helpers.provenance import PACKAGES, provenance_markdown, write_provenance
-from helpers.render import (
+from helpers.report.provenance import PACKAGES, provenance_markdown, write_provenance
+from helpers.report.render import (
     PLOTLY_MIME,
     figure_html,
     render_html,
@@ -117,7 +117,7 @@ def test_plotlyjs_is_written_once_per_folder(tmp_path):
 
 
 VERDICT = pd.DataFrame([
-    # hand-written rows in the columns of helpers.stats.verdict
+    # hand-written rows in the columns of helpers.judges.stats.verdict
     dict(dataset="sample", metric="signal_mae", best="Sampled", runner_up="Syn", best_mean=0.0815, runner_mean=0.0857,
          margin=0.0042, ci_low=0.0011, ci_high=0.0073, level="replicate", n_units=5, rank_held=4, rank_n=5,
          floor=0.08, ratio_to_floor=1.02),

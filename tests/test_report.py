@@ -1,4 +1,4 @@
-"""Tests of helpers.report on hand-written verdict and stats tables."""
+"""Tests of helpers.report.report on hand-written verdict and stats tables."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import report as R
+from helpers.report import report as R
 
 VERDICT = pd.DataFrame(
     [
@@ -194,7 +194,7 @@ def test_findings_are_written_from_the_summary_tables(tmp_path):
 
 # --------------------------------------------------------------------------- distance first
 
-# A judged verdict as helpers.pipeline writes it (with_distance, with_validation,
+# A judged verdict as helpers.run.pipeline writes it (with_distance, with_validation,
 # with_disagreement): two validated judges that name different generators, and the
 # reconstruction error, not validated. The numbers are typed by hand.
 JUDGED = pd.DataFrame([

@@ -1,4 +1,4 @@
-"""The multi-tensor kernel, the four generators, noise and method support (helpers.simulation).
+"""The multi-tensor kernel, the four generators, noise and method support (helpers.generators.simulation).
 
 Expected values come from closed forms or from independent code (dipy's
 ``dipy.sims.voxel``, ``scipy.stats.rice``, ``scipy.spatial.transform.Rotation``), never from
@@ -22,8 +22,8 @@ from dipy.sims.voxel import single_tensor as dipy_single_tensor
 from scipy import special, stats
 from scipy.spatial.transform import Rotation
 
-from helpers.subject import Subject
-from helpers.simulation import (
+from helpers.scan.subject import Subject
+from helpers.generators.simulation import (
     Mixture,
     add_rician_noise,
     draw_mixture,
@@ -377,7 +377,7 @@ def test_draw_mixture_rejects_unknown_or_untensored_methods(rng):
 
 def test_draw_mixture_draws_every_pool_row_uniformly(rng):
     """Each WM fibre, GM and CSF compartment takes a uniformly drawn row of its pool."""
-    from helpers.simulation import Pools
+    from helpers.generators.simulation import Pools
 
     wm = np.c_[np.linspace(1.2e-3, 1.8e-3, 7), np.full(7, 3e-4), np.full(7, 2e-4)]
     gm = np.c_[np.full(5, 9e-4), np.linspace(6e-4, 8e-4, 5), np.full(5, 5e-4)]
@@ -394,7 +394,7 @@ def test_draw_mixture_draws_every_pool_row_uniformly(rng):
 
 
 def _pools_stub():
-    from helpers.simulation import Pools
+    from helpers.generators.simulation import Pools
 
     return Pools(wm=np.array([[1.5e-3, 3e-4, 2e-4]]), gm=np.array([[8e-4, 7e-4, 6e-4]]), csf=np.array([[3e-3] * 3]))
 
@@ -959,8 +959,8 @@ def test_method_support_rejects_bad_settings(tissue_subject, kwargs, match):
 def test_simulation_imports_no_config_io_or_runner():
     """The numerical kernel imports neither the YAML config, I/O nor the runner (fresh
     interpreter, so other tests' imports do not count)."""
-    forbidden = ("helpers.config", "helpers.io", "helpers.pipeline", "helpers.batch", "yaml")
-    code = f"import sys, helpers.simulation\nprint([m for m in {forbidden!r} if m in sys.modules])\n"
+    forbidden = ("helpers.config", "helpers.io", "helpers.run.pipeline", "helpers.run.batch", "yaml")
+    code = f"import sys, helpers.generators.simulation\nprint([m for m in {forbidden!r} if m in sys.modules])\n"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

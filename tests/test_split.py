@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from helpers.contract import check_methods
-from helpers.simulation import simulate, tissue_pools
-from helpers.split import block_halves, block_ids, block_split, block_weights
-from helpers.subject import Subject
+from helpers.generators.simulation import simulate, tissue_pools
+from helpers.scan.split import block_halves, block_ids, block_split, block_weights
+from helpers.scan.subject import Subject
 
 
 def grid(shape):
@@ -314,7 +314,7 @@ def test_the_loader_splits_and_estimates_noise_from_fit_voxels_only(tmp_path, rn
     the noise. The loader's split is the hand chessboard of the grid, and its noise
     estimate, taken from the fit part, is the same for both."""
     from conftest import build_scan
-    from helpers.loading import load_dwi
+    from helpers.scan.loading import load_dwi
     import nibabel as nib
 
     labels = np.full((12, 12, 12), 3, np.int16)

@@ -1,4 +1,4 @@
-"""Tests of helpers.stats: every number against a hand computation or a direct scipy call."""
+"""Tests of helpers.judges.stats: every number against a hand computation or a direct scipy call."""
 
 import math
 import warnings
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from helpers.contract import COLUMNS
-from helpers.stats import (
+from helpers.judges.stats import (
     LEVEL_NOTES, STATS_COLUMNS, VERDICT_COLUMNS, check_table, collapsed_models,
     compare_methods, rank_counts, replicate_summary, stars, verdict,
 )

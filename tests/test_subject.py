@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import _match, save_nifti
-from helpers.layouts import load_hcp
-from helpers.subject import Subject
+from helpers.scan.layouts import load_hcp
+from helpers.scan.subject import Subject
 
 
 # ----------------------------------------------------------------------------- save / load

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.tissue import (
+from helpers.scan.tissue import (
     CODES,
     dti_segmentation,
     erode,

@@ -1,4 +1,4 @@
-"""Tests for helpers.training: replicate models trained in parallel or one after another
+"""Tests for helpers.judges.training: replicate models trained in parallel or one after another
 give the same weights, a replicate's data regenerates from its seed, the collapse flag on
 hand-made losses, the dead-unit count of trained models, the files of a run, and the
 error paths.
@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import autoencoder as ae
-from helpers import contract, training
-from helpers.subject import Subject
-from helpers.simulation import simulate
+from helpers.judges import autoencoder as ae
+from helpers import contract
+from helpers.judges import training
+from helpers.scan.subject import Subject
+from helpers.generators.simulation import simulate
 
 SHAPE = (6, 6, 6)
 N_DIR = 30  # bottleneck max(1, round(30/8)) = 4 units
@@ -189,7 +190,7 @@ def test_replicate_data_regenerates_byte_identically(subject, method):
 
 
 def test_pools_computed_once_give_the_same_data(subject):
-    from helpers.simulation import tissue_pools
+    from helpers.generators.simulation import tissue_pools
 
     pools = tissue_pools(subject, min_pool=5, wm_fa_min=0.7)
     with_pools = training.replicate_data(subject, "Sampled", 0, n_voxels=300, snr=SNR, pools=pools, min_pool=5)

@@ -5,7 +5,7 @@ elsewhere: ``synthqa export``.
                    [--subject ID] [--seed S] [--bval FILE --bvec FILE] [--snr auto|none|X]
                    [--noise global|per_voxel] [--chunk N]
 
-The voxels are drawn by :func:`helpers.simulation.simulate` for one subject of a results
+The voxels are drawn by :func:`helpers.generators.simulation.simulate` for one subject of a results
 folder written by ``synthqa run`` (``<DIR>/<dataset>/<subject>/subject.npz``): on the
 subject's own gradient table, or on another one (``--bval``/``--bvec``) with the subject's
 tissue pools, noise model and calibration kept. ``docs/export.md`` lists what the file
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import simulation
+from helpers.generators import simulation
 from helpers.contract import DEFAULTS, check_methods, method_name, needs_pools, parse_noise, parse_snr
 
 __all__ = [
@@ -99,7 +99,7 @@ def read_table(bval_path, bvec_path, *, b0_threshold=50.0):
         non-finite b-values, a zero or non-finite diffusion-weighted b-vector, fewer than
         :data:`MIN_DIRECTIONS` diffusion-weighted volumes.
     """
-    from helpers.gradients import read_gradients
+    from helpers.scan.gradients import read_gradients
 
     bvals, bvecs = read_gradients(bval_path, bvec_path)  # files, layout, counts, b-values
     dw = bvals > b0_threshold
@@ -143,11 +143,11 @@ def export(subject, method, n_voxels, out, *, seed=DEFAULTS["seed"], snr=DEFAULT
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
         Gives the gradient table (unless ``bvals``/``bvecs``), the tissue pools, the noise
         model and, for ``Calibrated``, the fitted hyperparameters (``subject.calibration``).
     method : str
-        Any method :func:`helpers.simulation.simulate` takes.
+        Any method :func:`helpers.generators.simulation.simulate` takes.
     n_voxels : int
         Voxels, >= 1.
     out : path
@@ -155,7 +155,7 @@ def export(subject, method, n_voxels, out, *, seed=DEFAULTS["seed"], snr=DEFAULT
     seed : int
         Chunk i is drawn with ``numpy.random.default_rng(chunk_seed(seed, method, i))``.
     snr, noise, min_pool, wm_fa_min
-        As in :func:`helpers.simulation.simulate`.
+        As in :func:`helpers.generators.simulation.simulate`.
     bvals : (m,) array_like, optional
         Another gradient table (s/mm²), with ``bvecs`` (m, 3) unit vectors, zero at b0
         (:func:`read_table`).
@@ -335,7 +335,7 @@ def _check_output(path):
 def _plan(args):
     """Every input of ``synthqa export``, checked; raises ValueError naming the first bad one."""
     from helpers.config import load_config
-    from helpers.subject import CALIBRATION_FILE, Subject
+    from helpers.scan.subject import CALIBRATION_FILE, Subject
 
     n = _int(args.voxels, "--voxels", minimum=1)
     chunk = _int(args.chunk, "--chunk", minimum=1)

@@ -9,7 +9,7 @@ A subject folder (``results/<dataset>/<subject>/``) holds, step by step::
     metrics/metrics.csv, noise.json, maps/*.nii.gz           evaluation (batch runner or 04)
 
 Synthetic training sets are never stored: each replicate's set is regenerated from its
-seed where it is trained (:mod:`helpers.training`). The notebooks call these functions
+seed where it is trained (:mod:`helpers.judges.training`). The notebooks call these functions
 and show what they return; the batch runner calls :func:`evaluate_subject` itself so that
 the evaluation runs where the subject runs.
 """
@@ -56,7 +56,7 @@ def supported_methods(subject, methods, *, min_pool=DEFAULTS["min_pool"], wm_fa_
     skipped : dict
         Table name -> reason (e.g. no WM voxel with FA above ``wm_fa_min``).
     """
-    from helpers.simulation import method_support
+    from helpers.generators.simulation import method_support
 
     supported, skipped = [], {}
     for spec in check_methods(methods):
@@ -94,7 +94,7 @@ def simulate_preview(
         SNR used, noise mode, pools (voxels, eroded or fallback, mean MD), supported and
         skipped methods with reasons, seconds per method.
     """
-    from helpers.simulation import describe_generator, resolve_snr, simulate, tissue_pools
+    from helpers.generators.simulation import describe_generator, resolve_snr, simulate, tissue_pools
 
     supported, skipped = supported_methods(subject, methods, min_pool=min_pool, wm_fa_min=wm_fa_min)
     snr_value = resolve_snr(snr, subject)
@@ -140,32 +140,32 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
     """Fit ``Calibrated`` to the subject's fit voxels, or reuse ``calibration.json``.
 
     The saved fit is reused when its inputs are unchanged: the fit voxels, the gradient
-    table, the seed, the SNR setting, the budget and :data:`helpers.calibration.VERSION`
+    table, the seed, the SNR setting, the budget and :data:`helpers.generators.calibration.VERSION`
     (their SHA-256 is stored as ``inputs``). The result is set as ``subject.calibration``
-    (so :func:`helpers.simulation.simulate` draws from it) and written atomically.
+    (so :func:`helpers.generators.simulation.simulate` draws from it) and written atomically.
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     subject_dir : path, optional
         Where ``calibration.json`` lives; None: fit and keep it in memory only.
     budget : dict, optional
         ``max_evals``, ``n_resamples``, ``resample_evals``, ``seconds`` (a cap; default
-        :data:`helpers.simulation.CALIBRATION_BUDGET`; a profile may set them,
+        :data:`helpers.generators.simulation.CALIBRATION_BUDGET`; a profile may set them,
         :func:`calibration_budget`).
     log : callable(str) or None
         Progress lines (about one every 10 seconds of fitting).
 
     Returns
     -------
-    helpers.calibration.Calibration
+    helpers.generators.calibration.Calibration
     """
     import hashlib
     import json
 
-    from helpers.calibration import VERSION, Calibration
-    from helpers.simulation import CALIBRATION_BUDGET, fit_calibration, fitted
-    from helpers.subject import CALIBRATION_FILE
+    from helpers.generators.calibration import VERSION, Calibration
+    from helpers.generators.simulation import CALIBRATION_BUDGET, fit_calibration, fitted
+    from helpers.scan.subject import CALIBRATION_FILE
 
     budget = {**CALIBRATION_BUDGET, **(budget or {})}
     part = fitted(subject)
@@ -204,14 +204,14 @@ def calibrate_subject(subject, subject_dir=None, *, seed=0, snr="auto", budget=N
 
 
 def judge_realism(subject, methods, *, out_dir=None, **settings):
-    """The second judge (:func:`helpers.realism.realism_table`) for the supported methods.
+    """The second judge (:func:`helpers.judges.realism.realism_table`) for the supported methods.
 
     Returns the tidy table and the feature sets it was computed from (real voxels and
-    each method's noisy voxels; :func:`helpers.realism.realism_features` turns them into
+    each method's noisy voxels; :func:`helpers.judges.realism.realism_features` turns them into
     the FA-MD density figure's input). Writes ``realism.csv`` in the subject folder when
     ``out_dir`` is given.
     """
-    from helpers.realism import feature_sets, realism_table
+    from helpers.judges.realism import feature_sets, realism_table
 
     supported, _ = supported_methods(
         subject, methods, min_pool=settings.get("min_pool", DEFAULTS["min_pool"]),
@@ -238,8 +238,8 @@ def evaluate_subject(subject_dir, *, force=False, batch_size=65536):
     pandas.DataFrame
         The tidy metrics table.
     """
-    from helpers.subject import Subject
-    from helpers.metrics import evaluate, mean_errors, write_error_maps
+    from helpers.scan.subject import Subject
+    from helpers.judges.metrics import evaluate, mean_errors, write_error_maps
 
     subject_dir = Path(subject_dir)
     out = subject_dir / "metrics"
@@ -279,7 +279,7 @@ _RESULT_FIELDS = {"known_answer": "known", "known_answer_scores": "scores", "noi
 
 
 def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
-    """Every judge on the real scan and the known-answer check (:mod:`helpers.judges`).
+    """Every judge on the real scan and the known-answer check (:mod:`helpers.judges.judges`).
 
     ``n_judge`` (voxels per judge set and classifier) defaults to the training profile's
     ``judge_voxels`` (2,000; the quick profile 500). Reads the subject and every trained
@@ -293,9 +293,9 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
     dict
         Table name -> DataFrame (read back when skipped).
     """
-    from helpers.autoencoder import load_model
-    from helpers.judges import LADDER_FAMILIES, JudgePanel, known_answer_check, ladder_recipe, train_ladder
-    from helpers.subject import Subject
+    from helpers.judges.autoencoder import load_model
+    from helpers.judges.judges import LADDER_FAMILIES, JudgePanel, known_answer_check, ladder_recipe, train_ladder
+    from helpers.scan.subject import Subject
 
     subject_dir = Path(subject_dir)
     out = subject_dir / "judges"
@@ -363,7 +363,7 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
 
 def _trained_models(subject_dir):
     """(training.json, {(name, replicate): model path}), checking every model is there."""
-    from helpers.training import model_path
+    from helpers.judges.training import model_path
 
     trained = subject_dir / "models" / "training.json"
     if not trained.is_file():
@@ -384,7 +384,7 @@ class _Reconstruction:
         self.path, self.attenuation, self.batch_size = path, attenuation, batch_size
 
     def __call__(self):
-        from helpers.autoencoder import load_model, reconstruct
+        from helpers.judges.autoencoder import load_model, reconstruct
 
         return reconstruct(load_model(self.path), self.attenuation, batch_size=self.batch_size)
 
@@ -423,7 +423,7 @@ def collect_results(results_dirs, *, subjects=None):
         source, synthetic flag, tiny pools, profile), ``floors`` (dataset -> mean noise
         floor), ``profiles`` (set of profile names) and ``subject_dirs``.
     """
-    from helpers.training import load_diagnostics
+    from helpers.judges.training import load_diagnostics
 
     dirs = [d for r in results_dirs for d in find_subjects(r, subjects if len(results_dirs) == 1 else None)]
     metrics, diagnostics, realism, skipped, noise, info = [], [], [], [], [], []
@@ -489,7 +489,7 @@ def summarise_results(results, out_dir=None):
     ``agreement`` (the autoencoder's ranking against the second judge's, or None).
     Writes them as CSV under ``out_dir`` when given, with the collected tables.
     """
-    from helpers.stats import collapsed_models, compare_methods, rank_counts, verdict
+    from helpers.judges.stats import collapsed_models, compare_methods, rank_counts, verdict
 
     metrics = results["metrics"]
     # every judge's scores on the real scans: the reconstruction metrics and the others
@@ -514,7 +514,7 @@ def summarise_results(results, out_dir=None):
         out["verdict_without_collapsed"] = judged(verdict(scores, floors=results["floors"], exclude=collapsed))
     two_sample = results.get("judges")
     if two_sample is not None and len(two_sample):
-        from helpers.realism import judges_agree
+        from helpers.judges.realism import judges_agree
 
         out["agreement"] = judges_agree(metrics, two_sample)
     if out_dir is not None:
@@ -564,17 +564,17 @@ def with_distance(verdict, bootstrap, floor):
     """The verdict with the closest generator's distance: its score's interval, the judge's
     real-vs-real floor and whether the closest is realistic.
 
-    Where the known-answer step wrote block-bootstrap draws (:mod:`helpers.distance`), the
+    Where the known-answer step wrote block-bootstrap draws (:mod:`helpers.judges.distance`), the
     margin's interval is the draws' 2.5-97.5 percentiles of runner-up minus best (the same
     resampled voxels for both: paired), and ``level`` says ``bootstrap``; elsewhere the
-    replicate-level interval of :func:`helpers.stats.verdict` stays.
+    replicate-level interval of :func:`helpers.judges.stats.verdict` stays.
 
     Added columns: ``score_low``, ``score_high`` (the best's 95% interval), ``real_vs_real``
     (the floor: the same judge on two halves of the scan's judge voxels), ``floor_low``,
-    ``floor_high``, ``realistic`` (:func:`helpers.distance.realistic`; empty without a
+    ``floor_high``, ``realistic`` (:func:`helpers.judges.distance.realistic`; empty without a
     floor) and ``realistic_rule``.
     """
-    from helpers.distance import FLOOR_METRICS, realistic, realistic_rule
+    from helpers.judges.distance import FLOOR_METRICS, realistic, realistic_rule
 
     out = verdict.copy()
     new = {c: [] for c in ("score_low", "score_high", "real_vs_real", "floor_low", "floor_high", "realistic",
@@ -608,7 +608,7 @@ def distance_table(scores, bootstrap, floor):
     """Every generator's distance per dataset and judge metric: ``dataset, metric, method,
     score`` (mean over subjects of replicate means), ``score_low, score_high`` (bootstrap
     95% interval), ``real_vs_real`` (its floor), ``realistic``."""
-    from helpers.distance import FLOOR_METRICS, realistic
+    from helpers.judges.distance import FLOOR_METRICS, realistic
 
     rows = []
     sel = scores[scores["tissue"] == "all"] if "tissue" in scores.columns else scores
@@ -627,7 +627,7 @@ def with_disagreement(verdict):
     """The verdict with ``disagrees``: on each validated row, the other validated judges of
     its dataset that name a different closest generator (``judge: generator``, '; '
     joined); "" when they agree or the row is not validated."""
-    from helpers.report import judge_title
+    from helpers.report.report import judge_title
 
     out = verdict.copy()
     notes = []
@@ -647,12 +647,12 @@ def with_validation(verdict, validation):
     judges first.
 
     A judge metric is validated on a dataset when the known-answer check validated it on
-    every subject of the dataset (:func:`helpers.judges.validate`); ``known_answer`` says
+    every subject of the dataset (:func:`helpers.judges.judges.validate`); ``known_answer`` says
     in how many known-answer cases it named the true generator, summed over subjects.
     Without a validation table (no check ran) nothing is validated.
     """
     from helpers.contract import JUDGE_OF
-    from helpers.judges import known_answer_sentence
+    from helpers.judges.judges import known_answer_sentence
 
     out = verdict.copy()
     out.insert(2, "judge", [JUDGE_OF.get(m, m) for m in out["metric"]])
@@ -720,9 +720,9 @@ def replicate_table(metrics, *, tissue="all"):
 
 
 def verdict_text(results, summary):
-    """The verdict-first Markdown of the summary report (:func:`helpers.report.verdict_markdown`)
+    """The verdict-first Markdown of the summary report (:func:`helpers.report.report.verdict_markdown`)
     from :func:`collect_results` and :func:`summarise_results`."""
-    from helpers.report import verdict_markdown
+    from helpers.report.report import verdict_markdown
 
     subjects = results["subjects"]
     profiles = results["profiles"]
@@ -743,7 +743,7 @@ def verdict_text(results, summary):
 
 def generator_note(name, description, where):
     """A report line for a generator whose data depends on a file or on the subject
-    (:func:`helpers.simulation.describe_generator`), else ""."""
+    (:func:`helpers.generators.simulation.describe_generator`), else ""."""
     if description.get("kind") == "library":
         return (f"{name}: a library of {description['unique_voxels']:,} unique voxels ({description['file']}; "
                 f"S0: {description['s0']}); each replicate draws from it with replacement")

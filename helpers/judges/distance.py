@@ -9,19 +9,19 @@ judge when its score is within :data:`REALISTIC` of that floor.
 
 Intervals resample both sources of randomness (docs/method.md, "Distance"):
 
-- the scan: a block bootstrap of the judge voxels (:func:`helpers.split.block_weights`),
+- the scan: a block bootstrap of the judge voxels (:func:`helpers.scan.split.block_weights`),
   each draw reweighting the same voxels for every generator and replicate, so a margin
   between two generators is paired;
 - the generators: each draw resamples the replicate models (and reweights each judge
   set's synthetic voxels, Poisson(1) weights).
 
 No classifier is refitted in a draw: the cross-fitted two-sample test
-(:func:`helpers.realism.c2st_crossfit`) gives every voxel's held-out correctness, and a
+(:func:`helpers.judges.realism.c2st_crossfit`) gives every voxel's held-out correctness, and a
 draw is a weighted mean of it. More replicates shrink only the generators' share of the
 interval; the scan's share stays.
 
 Where a generator differs: per rotation-invariant feature, the Kolmogorov-Smirnov
-distance and the medians (:func:`helpers.realism.feature_differences`), and per voxel,
+distance and the medians (:func:`helpers.judges.realism.feature_differences`), and per voxel,
 the classifier's held-out probability that a real voxel is real (1: the classifier is
 sure it is not synthetic, so the generator makes nothing like it).
 
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpers.realism import (
+from helpers.judges.realism import (
     c2st_crossfit,
     feature_differences,
     kernel_matrix,
     weighted_mmd2,
     weighted_wasserstein,
 )
-from helpers.split import BLOCK, block_ids, block_weights
+from helpers.scan.split import BLOCK, block_ids, block_weights
 
 __all__ = [
     "FLOOR_METRICS",
@@ -65,7 +65,7 @@ REALISTIC = {"c2st_accuracy": ("above", 0.05), "code_mmd": ("within", 0.975), "e
 """How close to its floor a score must be to call a generator realistic: the two-sample
 accuracy at most 0.05 above the floor (the classifier tells it from the scan in at most 5
 voxels in 100 more than it tells two halves of the scan apart; the same effect size as
-:data:`helpers.judges.SEPARABLE_ACCURACY`); the code distance (an unbiased MMD², about 0
+:data:`helpers.judges.judges.SEPARABLE_ACCURACY`); the code distance (an unbiased MMD², about 0
 and often below it for two samples of one distribution, so no ratio of it means anything)
 at most the floor's own 97.5th bootstrap percentile; the error match at most twice the
 distance between the two halves."""
@@ -83,7 +83,7 @@ def random_halves(n, seed):
     The floor compares two samples of the scan's own voxel distribution, as an ideal
     generator's judge set would be one: so the halves are drawn voxel by voxel, not by
     blocks (two regions of a scan differ in tissue make-up, which is not the question).
-    The blocks carry the uncertainty instead (:func:`helpers.split.block_weights`).
+    The blocks carry the uncertainty instead (:func:`helpers.scan.split.block_weights`).
     """
     a = np.zeros(int(n), bool)
     a[np.random.default_rng(seed).permutation(int(n))[: int(n) // 2]] = True
@@ -170,9 +170,9 @@ def distance_check(panel, scan, *, dataset="", subject="", n_draws=N_DRAWS, seed
 
     Parameters
     ----------
-    panel : helpers.judges.JudgePanel
+    panel : helpers.judges.judges.JudgePanel
         Its judge sets and models; ``panel.real`` is the judge part of the subject.
-    scan : helpers.judges.ScanData
+    scan : helpers.judges.judges.ScanData
         The real judge voxels through every model, with reconstruction errors.
     dataset, subject : str
     n_draws : int
@@ -184,7 +184,7 @@ def distance_check(panel, scan, *, dataset="", subject="", n_draws=N_DRAWS, seed
     DistanceResult
     """
     from helpers.contract import COLUMNS
-    from helpers.realism import wasserstein_1d
+    from helpers.judges.realism import wasserstein_1d
 
     real = panel.real
     blocks = _blocks_of(real)

@@ -19,7 +19,7 @@ TensorFlow threads: the first of :func:`build_autoencoder`, :func:`train_autoenc
 :func:`reconstruct`, :func:`dead_units` or :func:`load_model` to run in a process gives
 TensorFlow one intra-op thread, unless its runtime has already started (then nothing
 changes); :func:`configure_threads` sets other counts. Training several models at once is
-:mod:`helpers.training`'s job (one model per worker process).
+:mod:`helpers.judges.training`'s job (one model per worker process).
 """
 
 from __future__ import annotations
@@ -585,7 +585,7 @@ def configure_threads(*, intra_op=1, inter_op=None):
         split (measured in ``benchmarks/bench_training.py``).
     inter_op : int or None, optional
         Operations run side by side; ``None`` keeps TensorFlow's default. Worker
-        processes that train one model each (:mod:`helpers.training`) use 1, so that
+        processes that train one model each (:mod:`helpers.judges.training`) use 1, so that
         each worker stays on one core.
 
     Returns
@@ -772,7 +772,7 @@ class DenseForward:
     """A trained autoencoder's forward pass in numpy: the reconstruction and the bottleneck
     code of many small batches, without compiling a TensorFlow function per call.
 
-    The judges (:mod:`helpers.judges`) run every replicate model on dozens of scans of a
+    The judges (:mod:`helpers.judges.judges`) run every replicate model on dozens of scans of a
     few thousand voxels; a compiled call costs about 0.15 s to set up for each, the
     matrix products a millisecond. The result equals :func:`reconstruct` and
     :func:`encode` to float32 rounding (tested).

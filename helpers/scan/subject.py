@@ -11,11 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from helpers import noise as _noise
-from helpers import tissue as _tissue
+from helpers.scan import noise as _noise
+from helpers.scan import tissue as _tissue
 from helpers.contract import DEFAULTS
 from helpers.dti import fit_attenuation
-from helpers.gradients import check_dti_directions, find_shells
+from helpers.scan.gradients import check_dti_directions, find_shells
 from helpers.io import atomic_path, load_json, save_json, save_npz
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
 
 
 CALIBRATION_FILE = "calibration.json"
-"""Calibrated's fitted hyperparameters, beside ``subject.npz`` (:mod:`helpers.calibration`)."""
+"""Calibrated's fitted hyperparameters, beside ``subject.npz`` (:mod:`helpers.generators.calibration`)."""
 
 
 @dataclass
@@ -46,20 +46,20 @@ class Subject:
     affine : (4, 4) ndarray
         The grid's voxel-to-world affine.
     tissue : (n,) uint8 ndarray
-        0 none, 1 CSF, 2 GM, 3 WM (:mod:`helpers.tissue`).
+        0 none, 1 CSF, 2 GM, 3 WM (:mod:`helpers.scan.tissue`).
     s0 : (n,) float32 ndarray
         Mean b0 signal (scanner units).
     snr : float or None
         Estimated SNR of the b0 signal (median S0 / sigma); ``snr_method`` says how.
     sigma : float or None
-        Estimated noise standard deviation, scanner units (:mod:`helpers.noise`).
+        Estimated noise standard deviation, scanner units (:mod:`helpers.scan.noise`).
     dti_max_b : float
         Tensor-derived quantities use the volumes with b <= this (s/mm²).
     info : dict
         Provenance and counts: dataset, subject, files, shells, mask and tissue source,
         voxels excluded, whether erosion is in-plane.
     judge : (n,) bool ndarray or None
-        The spatial split (:mod:`helpers.split`): True for judge voxels, False for fit
+        The spatial split (:mod:`helpers.scan.split`): True for judge voxels, False for fit
         voxels; None for a subject that is not split (then both parts are the whole).
     blocks : (n,) int ndarray or None
         The split block of each voxel (the unit of the judge part's bootstrap).
@@ -68,7 +68,7 @@ class Subject:
     -----
     :meth:`fit_part` and :meth:`judge_part` are the two halves as subjects of their own.
     Everything fitted to the subject is fitted to :meth:`fit_part` (the simulation module
-    does so itself, :func:`helpers.simulation.fitted`); the judges score
+    does so itself, :func:`helpers.generators.simulation.fitted`); the judges score
     :meth:`judge_part`. A part keeps the whole subject's tissue erosion (a voxel at a
     block's edge is not eroded for lying beside the other part).
     """
@@ -164,7 +164,7 @@ class Subject:
 
     @property
     def noise_floor(self):
-        """Expected signal MAE of a perfect denoiser (:func:`helpers.noise.noise_floor_mae`);
+        """Expected signal MAE of a perfect denoiser (:func:`helpers.scan.noise.noise_floor_mae`);
         NaN without a sigma."""
         if self.sigma is None:
             return float("nan")
@@ -184,7 +184,7 @@ class Subject:
 
     def tissue_mask(self, name, *, eroded=False):
         """(n,) boolean mask of tissue ``name`` ("WM", "GM", "CSF"), optionally eroded by
-        one voxel (:func:`helpers.tissue.erode`: 6-connected in 3-D, in-plane on a scan
+        one voxel (:func:`helpers.scan.tissue.erode`: 6-connected in 3-D, in-plane on a scan
         of one or two slices). A class with no voxel gives an all-False mask."""
         if name not in _tissue.CODES:
             raise ValueError(f"unknown tissue {name!r}; allowed: {list(_tissue.CODES)}")

@@ -51,7 +51,7 @@ from scipy import stats as _sps
 
 from helpers.contract import COLUMNS, DEFAULTS, method_name, replicate_seeds
 from helpers.dti import fit_attenuation
-from helpers.simulation import simulate
+from helpers.generators.simulation import simulate
 
 __all__ = [
     "REALISM_LABELS",
@@ -448,7 +448,7 @@ def c2st_crossfit(real, synthetic, *, seed=0):
     the two samples are cut into two stratified folds, a classifier trained on each fold
     labels the other, and the accuracy is over all 2n rows. Every row's correctness is
     returned, so a bootstrap can reweight rows without refitting
-    (:mod:`helpers.distance`), and every real row gets its held-out probability of
+    (:mod:`helpers.judges.distance`), and every real row gets its held-out probability of
     "real" (the per-voxel map of where the scan is least like the generator).
 
     Parameters
@@ -748,14 +748,14 @@ def feature_sets(
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     methods : sequence of str
         Method specs the subject supports (the caller filters).
     n : int
         Voxels per set: min(n, the subject's voxels) real ones, drawn without replacement
         (seeded, the same for every method), and as many synthetic ones.
     seed, snr, noise, min_pool, wm_fa_min
-        As for :func:`helpers.simulation.simulate`; a method's voxels come from
+        As for :func:`helpers.generators.simulation.simulate`; a method's voxels come from
         ``replicate_seeds(seed, method, 0)[0]``.
 
     Returns
@@ -800,7 +800,7 @@ def realism_table(
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     methods : sequence of str
         Method specs the subject supports (the caller filters).
     n, seed, snr, noise, min_pool, wm_fa_min
@@ -898,7 +898,7 @@ def judges_agree(metrics_or_verdict, realism, *, metric="signal_mae", realism_me
     ----------
     metrics_or_verdict : pandas.DataFrame
         The tidy metrics (``value`` column: the full ranking, lower is better) or the
-        verdict table of :func:`helpers.stats.verdict` (``best`` column: only the top
+        verdict table of :func:`helpers.judges.stats.verdict` (``best`` column: only the top
         method is known, so no rank correlation).
     realism : pandas.DataFrame
         Tidy realism rows (:func:`realism_table`, one or more subjects).

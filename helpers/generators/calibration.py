@@ -4,8 +4,8 @@ Every built-in generator draws its voxels from fixed distributions (the method p
 tensors, dipy's FORCE ranges) or copies the subject's tensors (Sampled, SubjectFORCE's
 percentile rule). ``Calibrated`` is parametric, so every voxel it draws has its ground
 truth, and the *distributions* of its parameters are fitted to the subject's fit voxels
-(:mod:`helpers.split`): the fit minimises a distance between the rotation-invariant
-features (:func:`helpers.realism.invariant_features`) of the real fit voxels and of
+(:mod:`helpers.scan.split`): the fit minimises a distance between the rotation-invariant
+features (:func:`helpers.judges.realism.invariant_features`) of the real fit voxels and of
 synthetic voxels drawn through the scan's own noise model (docs/method.md, "A generator
 calibrated to the scan").
 
@@ -15,15 +15,15 @@ The family (per voxel)
   (WM, GM, CSF) ~ Dirichlet(``tissue_alpha``) (how often a voxel is pure tissue, or has
   little CSF, is a fitted quantity, not a fixed Dirichlet(2, 1, 1));
 * 1, 2 or 3 fibres with probabilities ``fiber_probs``; directions, weights and separations
-  as FORCE draws them (:mod:`helpers.force`: sphere vertices, weights ≥ 0.2, 30°/60°);
+  as FORCE draws them (:mod:`helpers.generators.force`: sphere vertices, weights ≥ 0.2, 30°/60°);
 * one d_par, one d_perp = r · d_par (so d_perp ≤ d_par), one ODI per voxel and one
   intra-axonal fraction per fibre, each from a **logit-normal** distribution on a fixed
   support: x = lo + (hi - lo) · sigmoid(μ + σ z), z ~ N(0, 1); the ODI is then rounded to a
   grid of :data:`ODI_GRID` (the kernel table is tabulated per grid value);
 * GM: isotropic, d_GM logit-normal; CSF: isotropic, one fitted d_CSF.
 
-The signal is FORCE's (:func:`helpers.force.force_signal`), so ground truth per voxel is a
-:class:`helpers.force.ForceParameters`.
+The signal is FORCE's (:func:`helpers.generators.force.force_signal`), so ground truth per voxel is a
+:class:`helpers.generators.force.ForceParameters`.
 
 The fit
 -------
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from scipy.special import expit, gammaincinv, logit
 
-from helpers.force import ForceParameters, ForceRanges, ForceTable, _draw_directions, _floats, _valid_pairs
+from helpers.generators.force import ForceParameters, ForceRanges, ForceTable, _draw_directions, _floats, _valid_pairs
 
 __all__ = [
     "SUPPORT",
@@ -413,7 +413,7 @@ def _parameters(base, hyper):
 
 
 def draw_parameters(n, rng, hyper):
-    """Ground truth of n ``Calibrated`` voxels: :class:`helpers.force.ForceParameters`.
+    """Ground truth of n ``Calibrated`` voxels: :class:`helpers.generators.force.ForceParameters`.
 
     Examples
     --------
@@ -430,7 +430,7 @@ _TABLES = {}
 
 
 def _table(bvals, bvecs):
-    """A :class:`helpers.force.ForceTable` for the gradient table (cached: tables cost a
+    """A :class:`helpers.generators.force.ForceTable` for the gradient table (cached: tables cost a
     second or two and a calibration, its replicates and its judges share one)."""
     bvals, bvecs = np.asarray(bvals, np.float64), np.asarray(bvecs, np.float64)
     key = (bvals.tobytes(), bvecs.tobytes())
@@ -449,7 +449,7 @@ def calibrated_signal(bvals, bvecs, params):
 
 
 def _noisy(clean, sigmas, normals):
-    """Rician noise from fixed standard normals (2, n, m), as helpers.simulation.add_rician_noise."""
+    """Rician noise from fixed standard normals (2, n, m), as helpers.generators.simulation.add_rician_noise."""
     if sigmas is None:
         return clean.copy()
     s = np.asarray(sigmas, dtype=np.float32)
@@ -590,7 +590,7 @@ class Calibration:
 
 
 def _features_of(attenuation, bvals, bvecs, dti_columns):
-    from helpers.realism import invariant_features
+    from helpers.judges.realism import invariant_features
 
     return invariant_features(attenuation, bvals, bvecs, dti_columns=dti_columns).to_numpy(float)
 
@@ -674,7 +674,7 @@ def calibrate(real, bvals, bvecs, *, sigmas=None, dti_columns=None, blocks=None,
         The scan's gradient table (the columns of ``real``).
     sigmas : None, float or (k,) array_like
         The scan's noise model on the S0 = 1 scale: one σ, or values each synthetic voxel's
-        σ is drawn from (``helpers.simulation.sigma_distribution``); None: no noise.
+        σ is drawn from (``helpers.generators.simulation.sigma_distribution``); None: no noise.
     dti_columns : (m,) bool array_like, optional
         Volumes the tensor features are fitted to.
     blocks : (n,) int array_like, optional

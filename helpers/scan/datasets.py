@@ -16,7 +16,7 @@ Set ``SYNTHQA_MDT_WHEEL`` to a copy of the wheel you already have to skip the do
 
 Command line::
 
-    python -m helpers.datasets [DEST]
+    python -m helpers.scan.datasets [DEST]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ against their DWI, grouping b-values into shells and choosing the volumes to use
 Shells (docs/method.md, "Data flow"): ``shell`` is a b-value, a list of b-values or ``"all"``.
 Every selected volume keeps its own b-value; tensor-derived quantities (FA, direction,
 the DTI tissue segmentation, the single-b0 SNR fallback) use only the selected volumes
-with b <= ``dti_max_b`` (:attr:`helpers.subject.Subject.dti_columns`), which must hold at
+with b <= ``dti_max_b`` (:attr:`helpers.scan.subject.Subject.dti_columns`), which must hold at
 least 6 non-collinear directions (:func:`check_dti_directions`).
 """
 

@@ -2,20 +2,20 @@
 
     synthqa run CONFIG [CONFIG ...] [--profile quick|paper] [--subjects ID ...] [--jobs N]
                        [--out DIR] [--force] [--scheduler ADDRESS|local]
-    python -m helpers.batch CONFIG [CONFIG ...] [same options]
+    python -m helpers.run.batch CONFIG [CONFIG ...] [same options]
 
 Before anything runs, every config and every subject's input files are checked
 (:func:`check_inputs`, the same as ``synthqa check``): a wrong dataset root or a missing
 file stops the run in seconds, before a notebook starts.
 
 Per subject, notebooks 01-03 run under papermill into ``<out>/<dataset>/<subject>/``,
-then the evaluation (:func:`helpers.pipeline.evaluate_subject`) and the judges with their
-known-answer check (:func:`helpers.pipeline.judge_subject`); then notebook 04 into
+then the evaluation (:func:`helpers.run.pipeline.evaluate_subject`) and the judges with their
+known-answer check (:func:`helpers.run.pipeline.judge_subject`); then notebook 04 into
 ``<out>/<dataset>/summary/``. Several configs: each dataset gets its own summary, and
 ``<out>/summary/`` compares them all (one figure panel per dataset). Subjects run one
 after another; ``--jobs`` is the number of worker processes training the models inside a
 subject (0: every core). ``--scheduler`` sends subjects to Dask instead
-(:mod:`helpers.cluster`): ``local`` starts a ``LocalCluster`` on this machine, any other
+(:mod:`helpers.run.cluster`): ``local`` starts a ``LocalCluster`` on this machine, any other
 value is the address of a running scheduler (for example one started by ``dask-jobqueue``
 on SLURM or PBS; see the README). There each subject takes a worker's resource
 ``subject=1`` and trains with the worker's threads.
@@ -29,8 +29,8 @@ failed, 2 a bad config or input (nothing ran).
 
 Shareable output: each executed notebook is rendered to HTML without code, stderr or
 progress bars, loading the dataset folder's single ``plotly.min.js``
-(:mod:`helpers.render`); ``index.html`` links everything; ``provenance.json`` in every
-results folder says what produced it (:mod:`helpers.provenance`).
+(:mod:`helpers.report.render`); ``index.html`` links everything; ``provenance.json`` in every
+results folder says what produced it (:mod:`helpers.report.provenance`).
 
 Fault injection, for tests: ``SYNTHQA_FAIL_AT=[SUBJECT/]STEP[:kill]`` makes the runner
 fail when it reaches STEP (``01_load_data`` ... ``evaluate``, ``known_answers``, ``04_results``) with an
@@ -53,11 +53,11 @@ import time
 from pathlib import Path
 
 from helpers.config import NOTEBOOK_DIR, load_config, load_profile
-from helpers.console import Console, duration
+from helpers.run.console import Console, duration
 from helpers.io import atomic_path
-from helpers.lock import LockedError, results_lock
+from helpers.run.lock import LockedError, results_lock
 from helpers.processes import die_with_parent
-from helpers.results import SubjectResult, failed
+from helpers.run.results import SubjectResult, failed
 
 __all__ = [
     "SUBJECT_NOTEBOOKS",
@@ -172,7 +172,7 @@ def run_notebook(name, out_dir, parameters, *, force=False, subject="", cores=No
     """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir`` and render it.
 
     The executed notebook is written to a temporary name, rendered to HTML
-    (:func:`helpers.render.render_html`, loading ``../plotly.min.js``), and renamed once
+    (:func:`helpers.report.render.render_html`, loading ``../plotly.min.js``), and renamed once
     both succeeded; its presence marks the step as done. A step is skipped when its
     executed notebook and HTML exist and it ran with the same parameters (papermill keeps
     them in the notebook's metadata; ``jobs`` does not count); changed parameters
@@ -185,7 +185,7 @@ def run_notebook(name, out_dir, parameters, *, force=False, subject="", cores=No
     -------
     "ran" or "skipped"
     """
-    from helpers.render import render_html
+    from helpers.report.render import render_html
 
     out_dir = Path(out_dir)
     out = out_dir / f"{name}.ipynb"
@@ -306,8 +306,8 @@ class StepError(RuntimeError):
 
 _EVALUATE = """\
 import sys
-from helpers import pipeline
-from helpers.results import error_line
+from helpers.run import pipeline
+from helpers.run.results import error_line
 try:
     getattr(pipeline, sys.argv[4])(sys.argv[1], force=sys.argv[2] == "1")
 except Exception as e:
@@ -320,8 +320,8 @@ except Exception as e:
 
 
 def evaluate(subject_dir, *, force=False, step=EVALUATE, cores=None):
-    """:func:`helpers.pipeline.evaluate_subject` (``step="evaluate"``) or
-    :func:`helpers.pipeline.judge_subject` (``step="known_answers"``: every judge on the
+    """:func:`helpers.run.pipeline.evaluate_subject` (``step="evaluate"``) or
+    :func:`helpers.run.pipeline.judge_subject` (``step="known_answers"``: every judge on the
     real scan and the known-answer check) in a process of its own.
 
     Like the notebooks' kernels, it runs with :data:`KERNEL_ENV` and writes TensorFlow's
@@ -362,15 +362,15 @@ def _evaluate(subject_dir, *, force, step, tmp, cores):
 def run_subject(config_path, subject, *, profile, out, force=False, jobs=0, progress=None, command=None, index=1, total=1):
     """Notebooks 01-03 and the evaluation for one subject; never raises.
 
-    This is the unit of work sent to a Dask worker (:mod:`helpers.cluster`), so it
+    This is the unit of work sent to a Dask worker (:mod:`helpers.run.cluster`), so it
     writes the subject's ``provenance.json`` where it runs. ``progress`` receives the
-    events listed in :mod:`helpers.console`. The subject computes with ``jobs`` cores
+    events listed in :mod:`helpers.run.console`. The subject computes with ``jobs`` cores
     (0: every core of this machine): that many training processes, and as many BLAS
     threads in its steps' processes (:func:`step_env`).
     """
     import socket
 
-    from helpers.provenance import write_provenance
+    from helpers.report.provenance import write_provenance
 
     quiet_logging()
     report = progress or (lambda event: None)
@@ -409,7 +409,7 @@ def _step_note(step, subject_dir):
     (voxels, broken volumes, clipped values, a thresholded probability mask)."""
     if step != SUBJECT_NOTEBOOKS[0]:
         return ""
-    from helpers.loading import load_note
+    from helpers.scan.loading import load_note
 
     meta = Path(subject_dir) / "subject.json"
     return load_note(json.loads(meta.read_text()).get("info", {})) if meta.is_file() else ""
@@ -424,7 +424,7 @@ def run_summary(results_dirs, out_dir, *, subjects=(), config=None, profile=None
 
     Reruns when a subject's metrics are newer than the summary, or with ``force``.
     """
-    from helpers.provenance import write_provenance
+    from helpers.report.provenance import write_provenance
 
     report = progress or (lambda event: None)
     out_dir = Path(out_dir)
@@ -463,7 +463,7 @@ def _select(config, subjects, *, strict):
 
 
 def _summary_of(info):
-    """A few words on one inspected subject, from :func:`helpers.inspection.inspect_subject`."""
+    """A few words on one inspected subject, from :func:`helpers.run.inspection.inspect_subject`."""
     if not isinstance(info, dict):
         return ""
     words = []
@@ -492,7 +492,7 @@ def check_inputs(config_paths, *, profile=None, subjects=None):
     notes : list of str
         One line per subject checked, for the OK summary.
     """
-    from helpers.inspection import inspect_subject
+    from helpers.run.inspection import inspect_subject
 
     plan, problems, notes, datasets = [], [], [], {}
     strict = len(config_paths) == 1
@@ -552,7 +552,7 @@ def _cluster_workers(jobs, n_subjects):
 def _map_subjects(config_path, subjects, *, scheduler, jobs, progress, **kwargs):
     """Run ``run_subject`` for every subject: one after another here, or on Dask."""
     if scheduler:
-        from helpers.cluster import dask_map
+        from helpers.run.cluster import dask_map
 
         workers, cores = _cluster_workers(jobs, len(subjects))
         yield from dask_map(run_subject, config_path, subjects, scheduler=scheduler, workers=workers, cores=cores,
@@ -573,8 +573,8 @@ def run_dataset(config_path, *, profile=None, subjects=None, jobs=0, out=None, f
     list of SubjectResult
         Subjects first (in the order they finished), the summary last.
     """
-    from helpers.provenance import write_provenance
-    from helpers.render import write_index, write_plotlyjs
+    from helpers.report.provenance import write_provenance
+    from helpers.report.render import write_index, write_plotlyjs
 
     report = progress or (lambda event: None)
     # absolute paths: notebooks run in the results folders, workers anywhere
@@ -613,7 +613,7 @@ def run_datasets(plan, *, jobs=0, out=None, force=False, scheduler=None, progres
     dict
         dataset folder (Path) -> list of SubjectResult; the combined summary under ``<out>``.
     """
-    from helpers.render import write_plotlyjs, write_root_index
+    from helpers.report.render import write_plotlyjs, write_root_index
 
     outcome = {}
     for config, subjects, profile in plan:
@@ -658,7 +658,7 @@ def _jobs(text):
 
 
 def add_run_arguments(parser):
-    """The options of ``synthqa run`` (and ``python -m helpers.batch``)."""
+    """The options of ``synthqa run`` (and ``python -m helpers.run.batch``)."""
     parser.add_argument("configs", nargs="+", metavar="CONFIG", help="dataset config YAML (configs/*.yaml); several give a combined summary")
     parser.add_argument("--profile", help="quick (a smoke test) or paper (the method's recipe); default: each config's, else paper")
     parser.add_argument("--subjects", nargs="+", metavar="ID", help="subject ids (default: every subject in the configs)")
@@ -678,7 +678,7 @@ def add_run_arguments(parser):
 def _final_summary(outcome, console, seconds, *, profiles=None):
     """The end of a run: its time, then per dataset a compact verdict block (each line
     once: the merged summary repeats no dataset already shown), and the report to open."""
-    from helpers.render import compact_lines
+    from helpers.report.render import compact_lines
 
     console.print(f"\nDone in {duration(seconds)}.")
     shown = set()
@@ -773,7 +773,7 @@ def run_problems(*, out=None, scheduler=None, timeout=3.0):
             except OSError as e:
                 problems.append(f"--scheduler {scheduler}: cannot reach a Dask scheduler there within {timeout:g} s ({e.strerror or e})")
             else:
-                from helpers.cluster import scheduler_problems
+                from helpers.run.cluster import scheduler_problems
 
                 problems += scheduler_problems(text, timeout=timeout)
     return problems
@@ -796,9 +796,9 @@ def check_command(args, *, console=None):
 
 
 def main(argv=None):
-    """``python -m helpers.batch``: the same as ``synthqa run``."""
+    """``python -m helpers.run.batch``: the same as ``synthqa run``."""
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.batch",
+        prog="python -m helpers.run.batch",
         description="Run SynthQA on dataset configs (the same as `synthqa run`).",
         epilog=RUN_EPILOG,
     )

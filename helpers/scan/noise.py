@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from helpers import tissue as _tissue
+from helpers.scan import tissue as _tissue
 from helpers.dti import fit_attenuation
 
 __all__ = ["NoiseEstimate", "estimate_noise", "relative_sigma", "noise_floor_mae"]
@@ -93,7 +93,7 @@ def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=No
     bvecs : (m, 3) array_like, optional
         Unit gradient directions of the ``attenuation`` columns.
     rows : (n,) bool array_like, optional
-        Voxels the estimate may use (a subject's fit part, :mod:`helpers.split`); the
+        Voxels the estimate may use (a subject's fit part, :mod:`helpers.scan.split`); the
         erosion is still that of the whole brain mask. Default: all.
 
     Returns
@@ -110,7 +110,7 @@ def estimate_noise(b0, indices, shape, *, attenuation=None, bvals=None, bvecs=No
     Notes
     -----
     Voxels: the brain mask built from ``indices`` is eroded by one voxel
-    (:func:`helpers.tissue.erode`, in-plane for 1-2 slice scans); when fewer than
+    (:func:`helpers.scan.tissue.erode`, in-plane for 1-2 slice scans); when fewer than
     :data:`MIN_VOXELS` remain, every brain voxel is used. Voxels with S0 < 5σ (from a
     first pass over the same voxels) are then left out (:data:`FLOOR_SNR`), unless that
     leaves fewer than :data:`MIN_VOXELS`.

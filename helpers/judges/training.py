@@ -9,7 +9,7 @@ never stored: each is regenerated in memory from its seed (:func:`replicate_data
 is byte-identical and takes seconds.
 
 Parallelism: the models are independent, and one model uses one core well (see
-:func:`helpers.autoencoder.configure_threads`), so they train in separate worker
+:func:`helpers.judges.autoencoder.configure_threads`), so they train in separate worker
 processes, one model at a time per worker, each worker with one TensorFlow intra-op and
 one inter-op thread. Workers are started with ``spawn`` (TensorFlow is not fork-safe) and
 receive only paths and settings: each loads the subject itself, once. The same seed
@@ -115,13 +115,13 @@ def replicate_data(
 ):
     """The synthetic set replicate ``replicate`` of ``method`` trains on, regenerated.
 
-    :func:`helpers.simulation.simulate` with the simulation seed of
+    :func:`helpers.generators.simulation.simulate` with the simulation seed of
     :func:`helpers.contract.replicate_seeds` ``(seed, method, replicate)``: the same
     arguments give byte-identical arrays, which is why the sets are never stored.
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     method : str
         A built-in name or ``package.module:function``.
     replicate : int
@@ -131,15 +131,15 @@ def replicate_data(
     seed : int, optional
         The run's seed.
     snr, noise, pools, min_pool, wm_fa_min : optional
-        As :func:`helpers.simulation.simulate` takes them; ``pools`` computed once
-        (:func:`helpers.simulation.tissue_pools`) give the same data as none.
+        As :func:`helpers.generators.simulation.simulate` takes them; ``pools`` computed once
+        (:func:`helpers.generators.simulation.tissue_pools`) give the same data as none.
 
     Returns
     -------
     clean, noisy : (n_voxels, m) float32 ndarray
         Noise-free target and noisy input of the autoencoder.
     """
-    from helpers.simulation import simulate
+    from helpers.generators.simulation import simulate
 
     simulation_seed, _ = contract.replicate_seeds(seed, method, replicate)
     return simulate(
@@ -171,7 +171,7 @@ class _Worker:
     @property
     def subject(self):
         if self._subject is None:
-            from helpers.subject import Subject
+            from helpers.scan.subject import Subject
 
             self._subject = Subject.load(self.subject_dir)
             self._subject.info.update(_folder_names(self.subject_dir))
@@ -182,16 +182,16 @@ class _Worker:
         if not contract.needs_pools(method):
             return None
         if self._pools is None:
-            from helpers.simulation import tissue_pools
+            from helpers.generators.simulation import tissue_pools
 
             s = self.settings
             self._pools = tissue_pools(self.subject, min_pool=s["min_pool"], wm_fa_min=s["wm_fa_min"])
         return self._pools
 
     def train(self, group):
-        """Simulate, train (as one stack: :func:`helpers.autoencoder.train_stacked`), save
+        """Simulate, train (as one stack: :func:`helpers.judges.autoencoder.train_stacked`), save
         and diagnose a method's replicate models; return their diagnostics."""
-        from helpers import autoencoder as ae
+        from helpers.judges import autoencoder as ae
 
         start = time.perf_counter()
         s, profile = self.settings, self.settings["profile"]
@@ -262,7 +262,7 @@ def train_replicates(
     methods : list of str
         Method specs (built-in names or ``package.module:function``), in the order the
         tables should list them. Pass only the methods the subject supports
-        (:func:`helpers.simulation.method_support`).
+        (:func:`helpers.generators.simulation.method_support`).
     profile : dict
         From :func:`helpers.config.load_profile`: ``n_voxels`` (synthetic voxels per
         model), ``n_val`` (of which validation), ``epochs``, ``batch_size``,
@@ -271,7 +271,7 @@ def train_replicates(
         The run's seed; replicate ``r`` of a method uses the simulation and training
         seeds :func:`helpers.contract.replicate_seeds` ``(seed, method, r)`` gives.
     snr, noise, min_pool, wm_fa_min : optional
-        Passed to :func:`helpers.simulation.simulate` (as in step 02).
+        Passed to :func:`helpers.generators.simulation.simulate` (as in step 02).
     jobs : int or None, optional
         Worker processes; ``None`` or 0: one per available core. Never more workers
         than methods. ``1``, one model, or a GPU visible to TensorFlow: the models train
@@ -301,7 +301,7 @@ def train_replicates(
 
     Notes
     -----
-    A method's replicates train as one stack (:func:`helpers.autoencoder.train_stacked`:
+    A method's replicates train as one stack (:func:`helpers.judges.autoencoder.train_stacked`:
     each keeps its own data, seeds and weights; they share the compiled step), one method
     per worker at a time. Memory: each worker holds its method's ``replicates`` synthetic
     sets and their training copies, about 0.5 GB each for the paper's 300,000 voxels and
@@ -427,7 +427,7 @@ def _init_worker(subject_dir, settings):
     """Worker start: quiet TensorFlow, one intra- and one inter-op thread, no model yet."""
     global _WORKER
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from helpers.autoencoder import configure_threads
+    from helpers.judges.autoencoder import configure_threads
 
     configure_threads(intra_op=1, inter_op=1)
     _WORKER = _Worker(subject_dir, settings)
@@ -605,7 +605,7 @@ def load_diagnostics(subject_dir):
 def load_histories(subject_dir):
     """``{name: [history DataFrame of replicate 0, 1, ...]}`` of the models in diagnostics.csv,
     methods in the table's order."""
-    from helpers.autoencoder import load_history
+    from helpers.judges.autoencoder import load_history
 
     table = load_diagnostics(subject_dir)
     histories = {}

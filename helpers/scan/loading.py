@@ -1,7 +1,7 @@
-"""Reading a scan into a :class:`~helpers.subject.Subject`.
+"""Reading a scan into a :class:`~helpers.scan.subject.Subject`.
 
-Every loader (:mod:`helpers.layouts`) ends in :func:`load_dwi`, which reads a 4-D DWI NIfTI
-with its b-values and b-vectors, checks them (:mod:`helpers.gradients`), keeps the b0
+Every loader (:mod:`helpers.scan.layouts`) ends in :func:`load_dwi`, which reads a 4-D DWI NIfTI
+with its b-values and b-vectors, checks them (:mod:`helpers.scan.gradients`), keeps the b0
 volumes and the selected shell(s), and returns the attenuation E = S / S0 of the brain
 voxels (S0 = mean of the b0 volumes) with everything needed to write maps back onto the
 scan's grid. On the way: the brain mask (a mask file, every voxel, or an automatic one),
@@ -17,12 +17,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from helpers import noise as _noise
-from helpers import tissue as _tissue
+from helpers.scan import noise as _noise
+from helpers.scan import tissue as _tissue
 from helpers.contract import DEFAULTS, parse_shell
-from helpers.split import MIN_PART, block_split
-from helpers.gradients import _gradient_plan, check_dti_directions, count_directions, find_shells
-from helpers.subject import Subject, _erosion_note
+from helpers.scan.split import MIN_PART, block_split
+from helpers.scan.gradients import _gradient_plan, check_dti_directions, count_directions, find_shells
+from helpers.scan.subject import Subject, _erosion_note
 
 __all__ = [
     "load_dwi",
@@ -162,7 +162,7 @@ def load_dwi(
         :func:`_automatic_mask`; ``info["mask"]`` says which).
     tissue : callable or None
         ``tissue(indices, affine, shape) -> (n,) uint8`` codes for the brain voxels; None
-        uses the approximate DTI segmentation (:func:`helpers.tissue.dti_segmentation`).
+        uses the approximate DTI segmentation (:func:`helpers.scan.tissue.dti_segmentation`).
     tissue_source : str
         How the tissue was obtained, for the report.
     shell : float, sequence of float or "all"
@@ -183,7 +183,7 @@ def load_dwi(
     Only the b0 volumes and the selected volumes are read, one at a time (in file order,
     so a gzipped file is decompressed once). Voxels in the mask with S0 <= 0 or a
     non-finite value are excluded and counted in ``info``. The noise (sigma, SNR) comes
-    from :func:`helpers.noise.estimate_noise` on the b0 repeats, or with one or two b0
+    from :func:`helpers.scan.noise.estimate_noise` on the b0 repeats, or with one or two b0
     volumes on the tensor residuals of the :attr:`Subject.dti_columns`.
     """
     shell = parse_shell(shell)
@@ -261,7 +261,7 @@ def load_dwi(
 
 
 def _split(subj):
-    """Set ``subj.judge`` and ``subj.blocks``: the fit and judge parts (:mod:`helpers.split`)."""
+    """Set ``subj.judge`` and ``subj.blocks``: the fit and judge parts (:mod:`helpers.scan.split`)."""
     judge, blocks, side = block_split(subj.indices, subj.shape)
     subj.judge, subj.blocks = judge, blocks
     if judge is None:
@@ -441,7 +441,7 @@ def _valid_voxels(dwi, indices, signal, b0):
 
 
 def _estimate_subject_noise(subj, b0):
-    """Set ``subj.sigma``, ``snr`` and ``snr_method`` (:func:`helpers.noise.estimate_noise`)."""
+    """Set ``subj.sigma``, ``snr`` and ``snr_method`` (:func:`helpers.scan.noise.estimate_noise`)."""
     dti = subj.dti_columns
     est = _noise.estimate_noise(
         b0, subj.indices, subj.shape,

@@ -2,20 +2,20 @@
 
 A *judge* ranks the generators on a scan; every score here is lower-is-closer, one value
 per (generator, replicate), so every judge gets the same verdict, margin, interval and
-rank counts (:func:`helpers.stats.verdict`). The judges:
+rank counts (:func:`helpers.judges.stats.verdict`). The judges:
 
 ``reconstruction`` (``signal_mae``, ``fa_mae``, ``angle_deg``)
     The method paper's: each replicate autoencoder of a generator reconstructs the scan;
-    the error is the score (:mod:`helpers.metrics`). Tried on known answers it ranks which
+    the error is the score (:mod:`helpers.judges.metrics`). Tried on known answers it ranks which
     generator's data trains the better denoiser for this scan, a property of the training
     data that hardly depends on the scan judged, not which generator made the scan.
 ``two_sample`` (``c2st_accuracy``)
-    A classifier two-sample test (:func:`helpers.realism.c2st`) between the scan's voxels
+    A classifier two-sample test (:func:`helpers.judges.realism.c2st`) between the scan's voxels
     and replicate r's held-out synthetic set, on rotation-invariant features
-    (:func:`helpers.realism.invariant_features`); 0.5 = indistinguishable.
+    (:func:`helpers.judges.realism.invariant_features`); 0.5 = indistinguishable.
 ``code_distance`` (``code_mmd``)
     Each replicate autoencoder encodes the scan and its own generator's held-out set; the
-    score is the MMD² between the two clouds of bottleneck codes (:func:`helpers.realism.mmd`,
+    score is the MMD² between the two clouds of bottleneck codes (:func:`helpers.judges.realism.mmd`,
     standardised, median-heuristic bandwidth, so scale-free across models).
 ``error_match`` (``error_w1``)
     Each replicate autoencoder's per-voxel reconstruction error on the scan against its
@@ -53,9 +53,9 @@ import pandas as pd
 from scipy import stats as _sps
 
 from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, METRICS, judge_seed, method_name, needs_pools, replicate_seeds
-from helpers.metrics import voxel_errors
-from helpers.realism import c2st, invariant_features, mmd, wasserstein_1d
-from helpers.simulation import simulate, tissue_pools
+from helpers.judges.metrics import voxel_errors
+from helpers.judges.realism import c2st, invariant_features, mmd, wasserstein_1d
+from helpers.generators.simulation import simulate, tissue_pools
 
 __all__ = [
     "MIX_WEIGHTS",
@@ -139,7 +139,7 @@ class ScanData:
     signal_err : dict
         (method, replicate) -> (n,) mean |AE(E) − E| over volumes.
     errors : dict or None
-        (method, replicate) -> :func:`helpers.metrics.voxel_errors` dict (signal, FA,
+        (method, replicate) -> :func:`helpers.judges.metrics.voxel_errors` dict (signal, FA,
         angle), for the reconstruction judge; None where it is not needed (the real scan,
         whose reconstruction metrics the evaluation already wrote).
     """
@@ -174,7 +174,7 @@ class JudgePanel:
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
         The real subject (its gradient table, pools and noise).
     models : dict
         (table name, replicate) -> a trained keras autoencoder.
@@ -195,7 +195,7 @@ class JudgePanel:
 
     def __init__(self, subject, models, specs, *, seed=DEFAULTS["seed"], snr=DEFAULTS["snr"],
                  min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["wm_fa_min"], n_judge=2000):
-        from helpers.autoencoder import DenseForward
+        from helpers.judges.autoencoder import DenseForward
 
         self.subject, self.specs = subject, dict(specs)
         self.real = subject.judge_part() if hasattr(subject, "judge_part") else subject
@@ -367,11 +367,11 @@ def known_answers(scores, separable):
     Returns
     -------
     pandas.DataFrame
-        :data:`KNOWN_COLUMNS`. ``picked`` is :func:`helpers.stats.verdict`'s ``best`` on
+        :data:`KNOWN_COLUMNS`. ``picked`` is :func:`helpers.judges.stats.verdict`'s ``best`` on
         that pseudo-scan; ``truth_first`` the replicates in which the truth ranked first
         (ties count as first) of ``n``.
     """
-    from helpers.stats import rank_counts, verdict
+    from helpers.judges.stats import rank_counts, verdict
 
     apart = _apart(separable)
     rows = []
@@ -562,7 +562,7 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
     ladder_families : sequence of str
         Families whose ladders ``ladder_panel`` holds.
     n_draws : int, optional
-        Bootstrap draws of the distance check (:data:`helpers.distance.N_DRAWS`).
+        Bootstrap draws of the distance check (:data:`helpers.judges.distance.N_DRAWS`).
 
     Returns
     -------
@@ -570,14 +570,14 @@ def known_answer_check(panel, *, dataset="", subject="", weights=MIX_WEIGHTS, pr
         ``judges``: the real judge voxels' scores (tidy, metrics ``c2st_accuracy``,
         ``code_mmd``, ``error_w1``; the reconstruction metrics are the evaluation's, on
         the same voxels); ``floor``, ``bootstrap``, ``features``, ``p_real``
-        (:func:`helpers.distance.distance_check`); ``scores``: every score on every
+        (:func:`helpers.judges.distance.distance_check`); ``scores``: every score on every
         pseudo-scan and mixture (tidy plus ``scan``); ``known`` (:func:`known_answers`),
         ``mixtures`` (:func:`mixture_preferences`), ``separability``, ``noise``
         (:func:`noise_check`), ``ladder`` and ``ladder_scores`` (:func:`ladder_check`),
         ``validation`` (:func:`validate`), each with ``dataset`` and ``subject`` where it
         has rows per subject.
     """
-    from helpers.distance import N_DRAWS, distance_check
+    from helpers.judges.distance import N_DRAWS, distance_check
 
     say = progress or (lambda text: None)
     seconds = {}
@@ -688,8 +688,8 @@ def train_ladder(subject, families=LADDER_FAMILIES, *, recipe, seed=DEFAULTS["se
     specs : dict
         spec -> spec (the ladder's generators, for a :class:`JudgePanel`).
     """
-    from helpers import autoencoder as ae
-    from helpers.simulation import simulate
+    from helpers.judges import autoencoder as ae
+    from helpers.generators.simulation import simulate
 
     models, specs = {}, {}
     for family in families:
@@ -795,7 +795,7 @@ def confusion_table(scores):
         (subject, replicate) units of the truth's pseudo-scans, ``method`` ranked first
         (ties count for each tied method).
     """
-    from helpers.stats import rank_counts
+    from helpers.judges.stats import rank_counts
 
     pure = scores[~scores["scan"].astype(str).str.contains("@", regex=False)]
     rows = []

@@ -8,11 +8,11 @@
                    [--noise global|per_voxel] [--chunk N]
     synthqa --version
 
-``run`` is :func:`helpers.batch.run_command` (also ``python -m helpers.batch``); ``check``
+``run`` is :func:`helpers.run.batch.run_command` (also ``python -m helpers.run.batch``); ``check``
 validates the configs and every subject's input files without reading image data, in
 seconds, and is what ``run`` does first; ``export`` writes one generator's synthetic voxels
 and their ground truth for one subject of a results folder to an ``.npz``
-(:mod:`helpers.export`, docs/export.md). Exit status: 0 ok, 1 a subject failed (``export``:
+(:mod:`helpers.run.export`, docs/export.md). Exit status: 0 ok, 1 a subject failed (``export``:
 the file could not be written), 2 a bad config or input.
 """
 
@@ -22,8 +22,8 @@ import argparse
 import sys
 
 from helpers import __version__
-from helpers.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, interruptible, run_command
-from helpers.export import add_export_arguments
+from helpers.run.batch import RUN_EPILOG, add_run_arguments, check_command, command_line, interruptible, run_command
+from helpers.run.export import add_export_arguments
 
 __all__ = ["build_parser", "main"]
 

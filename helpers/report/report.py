@@ -1,6 +1,6 @@
 """The words of the results report: a verdict first, a compact statistics table, maps.
 
-:func:`verdict_markdown` turns the verdict table (:func:`helpers.stats.verdict`) into the
+:func:`verdict_markdown` turns the verdict table (:func:`helpers.judges.stats.verdict`) into the
 Markdown the summary report opens with: per dataset and metric, the closest generator,
 its margin over the next with a 95% confidence interval, how often it ranked first, and
 the noise floor beside signal MAE. What a reader must know to weigh it (a quick profile,
@@ -24,7 +24,7 @@ import pandas as pd
 
 from helpers.contract import DEFAULTS, METRIC_LABELS, method_name
 from helpers.io import load_json
-from helpers.stats import MIN_SUBJECTS, check_table
+from helpers.judges.stats import MIN_SUBJECTS, check_table
 
 __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
            "told_apart", "judge_title", "findings_markdown", "summary_table", "closest_generators",
@@ -34,11 +34,11 @@ __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_nam
 VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
                    "margin", "ci_low", "ci_high", "level", "n_units", "rank_held", "rank_n",
                    "floor", "ratio_to_floor")
-"""Columns of the verdict table (:func:`helpers.stats.verdict`)."""
+"""Columns of the verdict table (:func:`helpers.judges.stats.verdict`)."""
 
 STATS_COLUMNS = ("dataset", "metric", "method_a", "method_b", "test", "mean_diff", "ci_low",
                  "ci_high", "p_holm", "stars", "held", "n_compared")
-"""Columns of the pairwise tests (:func:`helpers.stats.compare_methods`) this module reads."""
+"""Columns of the pairwise tests (:func:`helpers.judges.stats.compare_methods`) this module reads."""
 
 _QUICK = "quick"
 
@@ -98,8 +98,8 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
     str
         Markdown. A quick profile opens with a bold line saying it is a smoke test of the
         pipeline, not a finding. A judged verdict (with ``validated``, and the distance
-        columns of :func:`helpers.pipeline.with_distance`) opens each dataset with its
-        headline in bold (:func:`helpers.render.headline_lines`), e.g. ``**No candidate is
+        columns of :func:`helpers.run.pipeline.with_distance`) opens each dataset with its
+        headline in bold (:func:`helpers.report.render.headline_lines`), e.g. ``**No candidate is
         realistic for this scan: the closest, Sampled, is told from it in 72% of voxels
         (two halves of the scan: 50%).**``; each judge's line then gives the closest
         generator's score with its interval, the real-vs-real floor and whether it is
@@ -157,7 +157,7 @@ def stats_display(stats, *, tests=None):
     Parameters
     ----------
     stats : pandas.DataFrame
-        :func:`helpers.stats.compare_methods` output (columns :data:`STATS_COLUMNS`).
+        :func:`helpers.judges.stats.compare_methods` output (columns :data:`STATS_COLUMNS`).
     tests : sequence of str, optional
         Keep only these tests (e.g. ``["paired_t", "welch_t"]``).
 
@@ -254,7 +254,7 @@ def distance_display(distances):
     Parameters
     ----------
     distances : pandas.DataFrame
-        ``distances.csv`` (:func:`helpers.pipeline.distance_table`): ``dataset, metric,
+        ``distances.csv`` (:func:`helpers.run.pipeline.distance_table`): ``dataset, metric,
         method, score, score_low, score_high, real_vs_real, realistic``.
 
     Returns
@@ -301,7 +301,7 @@ def calibration_display(subject_dirs):
         ``dataset, subject, quantity, fitted, 95% interval, FORCE default``; and per
         quantity the median, min and max over subjects (None with fewer than two).
     """
-    from helpers.calibration import Calibration
+    from helpers.generators.calibration import Calibration
 
     rows = []
     for folder in map(Path, subject_dirs):
@@ -329,7 +329,7 @@ def top_features(features, closest, *, n=5):
     Parameters
     ----------
     features : pandas.DataFrame
-        ``features.csv`` (:func:`helpers.realism.feature_differences` per subject and
+        ``features.csv`` (:func:`helpers.judges.realism.feature_differences` per subject and
         generator): ``dataset, subject, method, feature, ks, median_real,
         median_synthetic, rank``.
     closest : dict of str to str
@@ -374,9 +374,9 @@ def feature_table(features):
 def ladder_display(ladder):
     """The ladders as text: ``dataset, subject, judge, family, truth (scale), judge's order
     (closest first), rho, passed``. A family's rungs are one generator with every
-    diffusivity scaled (:func:`helpers.judges.ladder_specs`); the order is the rungs'
+    diffusivity scaled (:func:`helpers.judges.judges.ladder_specs`); the order is the rungs'
     scales as the judge ranked them, and a ladder passes when Spearman's rho of score
-    against distance from the truth is high enough (:data:`helpers.judges.LADDER_RHO`)."""
+    against distance from the truth is high enough (:data:`helpers.judges.judges.LADDER_RHO`)."""
     check_table(ladder, ("dataset", "subject", "metric", "family", "truth", "order", "rho", "passed"), "ladder")
     return pd.DataFrame({
         "dataset": ladder["dataset"].to_numpy(), "subject": ladder["subject"].to_numpy(),
@@ -500,9 +500,9 @@ def judge_title(row):
 
 
 def _headline(rows):
-    """A dataset's headline (:func:`helpers.render.headline_lines`) as a bold line; [] when
+    """A dataset's headline (:func:`helpers.report.render.headline_lines`) as a bold line; [] when
     no validated judge has a floor."""
-    from helpers.render import headline_lines  # render imports this module inside its functions, as here
+    from helpers.report.render import headline_lines  # render imports this module inside its functions, as here
 
     found = headline_lines(rows)
     if not found:
@@ -512,12 +512,12 @@ def _headline(rows):
 
 
 def _distance(row, *, validated=True):
-    """The closest generator's distance in words (:func:`helpers.render.distance_phrase`),
+    """The closest generator's distance in words (:func:`helpers.report.render.distance_phrase`),
     e.g. ``told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan:
     50%): not realistic``; "" for a row with neither an interval nor a floor (its score is
     in the verdict line). A judge that is not validated says nothing of realistic: it
     cannot tell."""
-    from helpers.render import distance_phrase  # render imports this module inside its functions, as here
+    from helpers.report.render import distance_phrase  # render imports this module inside its functions, as here
 
     if not any(_finite(getattr(row, k, None)) for k in ("score_low", "score_high", "real_vs_real")):
         return ""
@@ -543,7 +543,7 @@ def _distance_sentence(row, *, validated=True):
 
 def _disagreement_lines(validated):
     """One line where validated judges name different closest generators (the verdict's
-    ``disagrees``, :func:`helpers.pipeline.with_disagreement`), showing each judge's pick
+    ``disagrees``, :func:`helpers.run.pipeline.with_disagreement`), showing each judge's pick
     with its distance."""
     if "disagrees" not in validated.columns or not any(
             isinstance(x, str) and x for x in validated["disagrees"]):
@@ -612,7 +612,7 @@ def _how_sure(r):
     n = int(r.n_units) if _finite(r.n_units) else 0
     if r.level == "subject":
         across = f"across {n} subject{'s' if n != 1 else ''}"
-    elif r.level == "bootstrap":  # helpers.pipeline.with_distance: the scan and the replicates resampled
+    elif r.level == "bootstrap":  # helpers.run.pipeline.with_distance: the scan and the replicates resampled
         across = "block bootstrap of the judge voxels and the replicate models"
     else:  # a Welch interval over both methods' replicate values
         across = f"across {n} replicate models of the two methods"
@@ -729,7 +729,7 @@ def _pool_lines(tiny_pools):
 
 def _caveat_lines(datasets, n_subjects, approximate_tissue, synthetic, *, bootstrap=()):
     """The caveats, once; ``bootstrap``: datasets whose intervals resample the judge voxels
-    (:func:`helpers.pipeline.with_distance`), not only the replicate models."""
+    (:func:`helpers.run.pipeline.with_distance`), not only the replicate models."""
     caveats = []
     approximate_tissue, synthetic = list(approximate_tissue), list(synthetic)
     few = [d for d in datasets if _n_for(n_subjects, d) < MIN_SUBJECTS]
@@ -772,7 +772,7 @@ def findings_markdown(summary_dir, *, source="make run"):
     table a summary lacks (an older run) is one line saying so. Nothing in it is typed by
     hand (``docs/make_findings.py``).
     """
-    from helpers.render import verdict_lines  # render imports this module inside its functions, as here
+    from helpers.report.render import verdict_lines  # render imports this module inside its functions, as here
 
     summary_dir = Path(summary_dir)
     known = pd.read_csv(summary_dir / "known_answer.csv", dtype={"subject": str})

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import tissue as _tissue
+from helpers.scan import tissue as _tissue
 from helpers.contract import parse_shell
-from helpers.gradients import (
+from helpers.scan.gradients import (
     check_dti_directions,
     check_gradients,
     count_directions,
@@ -16,9 +16,9 @@ from helpers.gradients import (
     read_gradients,
     select_shell,
 )
-from helpers.layouts import _check_listed, _subject_files
-from helpers.loading import _check_file_size, _check_same_grid, _load_image
-from helpers.subject import _erosion_note
+from helpers.scan.layouts import _check_listed, _subject_files
+from helpers.scan.loading import _check_file_size, _check_same_grid, _load_image
+from helpers.scan.subject import _erosion_note
 
 __all__ = [
     "inspect_subject",
@@ -31,7 +31,7 @@ def _generator_problems(methods, bvals, bvecs):
     ``package.module:function`` is imported and called on 8 voxels (one that takes the
     subject is only imported: the subject is not loaded here)."""
     from helpers.contract import is_library, is_plugin, load_plugin
-    from helpers.simulation import call_plugin, library_columns
+    from helpers.generators.simulation import call_plugin, library_columns
 
     problems = []
     for spec in methods:
@@ -51,7 +51,7 @@ def inspect_subject(config, subject_id):
     """Check one subject's files quickly, without reading any image data (``synthqa check``).
 
     Reads the NIfTI headers (nibabel loads data lazily) and the gradient tables, and checks
-    what :func:`helpers.layouts.load_subject` would refuse: files present and readable, a 4-D DWI,
+    what :func:`helpers.scan.layouts.load_subject` would refuse: files present and readable, a 4-D DWI,
     gradient and volume counts, a b0 volume, unit b-vectors, the requested shells, at
     least 6 non-collinear directions with b <= ``dti_max_b``, the mask and tissue maps on
     the DWI grid, and (uncompressed files only) a file as long as its header promises.

@@ -1,6 +1,6 @@
 """What happened to one unit of batch work (a subject, or a summary), in one place.
 
-The batch runner (:mod:`helpers.batch`) and the Dask bridge (:mod:`helpers.cluster`)
+The batch runner (:mod:`helpers.run.batch`) and the Dask bridge (:mod:`helpers.run.cluster`)
 both turn exceptions into :class:`SubjectResult` objects through :func:`failed`, so a
 failure reads the same wherever it happened: the subject, the step, the exception's last
 line and the notebook to open.

@@ -55,7 +55,7 @@ from helpers.contract import (
     parse_noise,
     parse_snr,
 )
-from helpers.library import ATTENUATION_RANGE, check_attenuation_range, draw_library, load_library, match_columns
+from helpers.generators.library import ATTENUATION_RANGE, check_attenuation_range, draw_library, load_library, match_columns
 
 __all__ = [
     "Mixture",
@@ -82,7 +82,7 @@ __all__ = [
 
 def fitted(subject):
     """The part of a subject a generator may be fitted to: its fit part when it is split
-    (:meth:`helpers.subject.Subject.fit_part`), else the subject itself. Every pool, noise
+    (:meth:`helpers.scan.subject.Subject.fit_part`), else the subject itself. Every pool, noise
     distribution and subject-dependent generator of this module goes through it, so no
     judge voxel feeds a generator."""
     part = getattr(subject, "fit_part", None)
@@ -97,7 +97,7 @@ SYN_CSF_D = 3e-3
 FREE_WATER_D = 3e-3
 """RandomWM's free-water diffusivity, mm²/s."""
 PLUGIN_RANGE = ATTENUATION_RANGE
-"""Allowed values of a user generator's clean attenuation (:data:`helpers.library.ATTENUATION_RANGE`)."""
+"""Allowed values of a user generator's clean attenuation (:data:`helpers.generators.library.ATTENUATION_RANGE`)."""
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def tissue_pools(subject, *, min_pool=DEFAULTS["min_pool"], wm_fa_min=DEFAULTS["
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     min_pool : int
         Fewest voxels a pool may have.
     wm_fa_min : float
@@ -601,12 +601,12 @@ def call_plugin(spec, bvals, bvecs, n, rng, *, subject=None):
 
 def library_columns(spec, bvals, bvecs, *, tolerance=DEFAULTS["shell_tolerance"]):
     """A ``library:PATH`` generator's file, checked, and the column of it that holds each
-    of the given volumes (:mod:`helpers.library`). The file is read once per process (and
+    of the given volumes (:mod:`helpers.generators.library`). The file is read once per process (and
     again when it changes).
 
     Returns
     -------
-    library : helpers.library.Library
+    library : helpers.generators.library.Library
     columns : (m,) int ndarray
     """
     path = Path(spec[len(LIBRARY_PREFIX):])
@@ -618,7 +618,7 @@ def library_columns(spec, bvals, bvecs, *, tolerance=DEFAULTS["shell_tolerance"]
 
 @functools.lru_cache(maxsize=4)
 def _load_library(path, mtime_ns):
-    """:func:`helpers.library.load_library`, once per file version and process."""
+    """:func:`helpers.generators.library.load_library`, once per file version and process."""
     return load_library(path)
 
 
@@ -644,9 +644,9 @@ def subject_force_ranges(pools, *, percentiles=SUBJECT_FORCE_PERCENTILES):
 
     Returns
     -------
-    helpers.force.ForceRanges
+    helpers.generators.force.ForceRanges
     """
-    from helpers.force import ForceRanges
+    from helpers.generators.force import ForceRanges
 
     lo, hi = percentiles
     default = ForceRanges()
@@ -713,13 +713,13 @@ def simulate(
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
         Gives the gradient table (every selected volume, each with its own b-value), the
         tissue pools and the noise estimate.
     method : str
         A built-in name (:data:`helpers.contract.METHODS`), a user generator
         ``package.module:function`` (:func:`call_plugin`), or ``library:PATH`` (voxels
-        drawn with replacement from a file of saved signals, :mod:`helpers.library`), or
+        drawn with replacement from a file of saved signals, :mod:`helpers.generators.library`), or
         a scaled built-in ``NAME*s`` (:data:`helpers.contract.SCALABLE`: every
         diffusivity it draws times s).
     n_voxels : int
@@ -775,7 +775,7 @@ def simulate(
         library, columns = library_columns(method, bvals, bvecs)
         clean = draw_library(library, columns, n_voxels, rng)
     elif method == "Calibrated":
-        from helpers.calibration import calibrated_signal, draw_parameters
+        from helpers.generators.calibration import calibrated_signal, draw_parameters
 
         hyper = calibration_of(subject, snr=snr).hyper
         params = draw_parameters(n_voxels, rng, hyper)
@@ -783,7 +783,7 @@ def simulate(
         # its own fitted noise model: the scan's σ/S0 spread, scaled (whatever ``noise`` says)
         sigmas = hyper.sigmas(noise_sigmas(subject, snr=snr, noise="per_voxel"), params.fractions, rng)
     elif method in ("FORCE", "SubjectFORCE"):
-        from helpers.force import ForceRanges, simulate_force
+        from helpers.generators.force import ForceRanges, simulate_force
 
         if method == "SubjectFORCE":
             pools = pools if pools is not None else tissue_pools(subject, min_pool=min_pool, wm_fa_min=wm_fa_min)
@@ -839,11 +839,11 @@ ms each on 2 cores: a minute or two in all); ``seconds`` caps each stage."""
 
 
 def fit_calibration(subject, *, snr="auto", seed=0, progress=None, **budget):
-    """Fit ``Calibrated`` to the subject's fit part (:func:`helpers.calibration.calibrate`
+    """Fit ``Calibrated`` to the subject's fit part (:func:`helpers.generators.calibration.calibrate`
     with the fit voxels, their blocks, the scan's per-voxel σ/S0 and ``budget``, default
     :data:`CALIBRATION_BUDGET`); the one place both the pipeline and :func:`calibration_of`
     fit it."""
-    from helpers.calibration import calibrate
+    from helpers.generators.calibration import calibrate
 
     part = fitted(subject)
     return calibrate(part.attenuation, subject.bvals, subject.bvecs, sigmas=noise_sigmas(part, snr=snr, noise="per_voxel"),
@@ -856,8 +856,8 @@ def calibration_of(subject, *, snr="auto"):
     """The subject's ``Calibrated`` fit: ``subject.calibration`` (the pipeline loads it
     from ``calibration.json``), else fitted now to the fit part with the default budget
     and kept on the subject. Calibrated's noise is its own: the scan's per-voxel σ/S0
-    with a fitted scale and spread (:class:`helpers.calibration.Hyper`)."""
-    from helpers.calibration import Calibration
+    with a fitted scale and spread (:class:`helpers.generators.calibration.Hyper`)."""
+    from helpers.generators.calibration import Calibration
 
     cal = getattr(subject, "calibration", None)
     if isinstance(cal, dict):  # as read from calibration.json

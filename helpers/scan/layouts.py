@@ -1,4 +1,4 @@
-"""Dataset layouts: where one subject's files lie, each read by :func:`helpers.loading.load_dwi`.
+"""Dataset layouts: where one subject's files lie, each read by :func:`helpers.scan.loading.load_dwi`.
 
 - :func:`load_sample`: dipy's bundled real scan ``small_64D`` (no download);
 - :func:`load_hcp`: the Human Connectome Project layout, tissue from ``aparc+aseg``;
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import tissue as _tissue
-from helpers.loading import _load_image, _read, _tissue_from_grid, load_dwi
+from helpers.scan import tissue as _tissue
+from helpers.scan.loading import _load_image, _read, _tissue_from_grid, load_dwi
 
 __all__ = [
     "load_sample",
@@ -81,7 +81,7 @@ def load_hcp(root, subject_id, **kwargs):
 
     Reads ``<root>/<id>/T1w/Diffusion/{data.nii.gz,bvals,bvecs,nodif_brain_mask.nii.gz}``;
     tissue from ``<root>/<id>/T1w/aparc+aseg.nii.gz`` resampled nearest-neighbour onto the
-    diffusion grid and mapped to WM/GM/CSF (:func:`helpers.tissue.freesurfer_to_tissue`).
+    diffusion grid and mapped to WM/GM/CSF (:func:`helpers.scan.tissue.freesurfer_to_tissue`).
     """
     files = _hcp_files(root, subject_id)
     aseg = files["aseg"]

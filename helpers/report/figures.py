@@ -36,8 +36,8 @@ from scipy import stats as sps
 
 from helpers.contract import COLUMNS, DIAGNOSTICS, METRIC_LABELS, TISSUES
 from helpers.io import atomic_path
-from helpers.stats import CONFIDENCE, MIN_SUBJECTS, STRONG_P, TESTS, check_table
-from helpers.tissue import CODES
+from helpers.judges.stats import CONFIDENCE, MIN_SUBJECTS, STRONG_P, TESTS, check_table
+from helpers.scan.tissue import CODES
 
 __all__ = [
     "METHOD_COLORS", "PLUGIN_COLORS", "REAL_COLOR", "TISSUE_COLORS", "TISSUE_LABELS",
@@ -130,7 +130,7 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
     metric : str
         Which metric (``"signal_mae"``, ``"fa_mae"``, ``"angle_deg"`` or any other).
     stats : pandas.DataFrame, optional
-        Pairwise tests (:func:`helpers.stats.compare_methods`; at least ``dataset, metric,
+        Pairwise tests (:func:`helpers.judges.stats.compare_methods`; at least ``dataset, metric,
         tissue, method_a, method_b, test, p_holm``). Its rows of this metric and tissue
         with ``p_holm < alpha`` become brackets, labelled with ``stars``; the hover gives
         the test, p, and ``held``/``n_compared`` when present.
@@ -146,7 +146,7 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
         the mean: collapsed models are reported, not hidden.
     test : str, optional
         Which test's brackets to draw; by default, per panel, the first test of the
-        panel's level in :data:`helpers.stats.TESTS` (paired t across subjects, Welch t
+        panel's level in :data:`helpers.judges.stats.TESTS` (paired t across subjects, Welch t
         across replicates), or else the first test in ``stats``.
     alpha : float, optional
         Corrected p below which a pair gets a bracket.
@@ -356,7 +356,7 @@ def confusion_figure(confusion, *, dataset=None, title=None):
     Parameters
     ----------
     confusion : pandas.DataFrame
-        :func:`helpers.judges.confusion_table` (``dataset, judge, metric, truth, method,
+        :func:`helpers.judges.judges.confusion_table` (``dataset, judge, metric, truth, method,
         first, n``).
     dataset : str, optional
         Draw only this dataset (default: every dataset, its panels titled with its name).

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.io import atomic_path
-from helpers.provenance import provenance_markdown  # noqa: F401  (the reports import it from here)
+from helpers.report.provenance import provenance_markdown  # noqa: F401  (the reports import it from here)
 
 __all__ = [
     "PLOTLYJS",
@@ -291,7 +291,7 @@ def headline_lines(table):
 
 
 def _judge(row):
-    from helpers.report import judge_title
+    from helpers.report.report import judge_title
 
     return judge_title(row)
 
@@ -311,7 +311,7 @@ def verdict_lines(path):
 
     from helpers.contract import METRIC_LABELS
 
-    from helpers.report import judge_title, told_apart
+    from helpers.report.report import judge_title, told_apart
 
     path = Path(path)
     if not path.is_file():
@@ -386,7 +386,7 @@ def compact_lines(path, *, width=None, skip=()):
 
     import pandas as pd
 
-    from helpers.report import judge_title, told_apart
+    from helpers.report.report import judge_title, told_apart
 
     path = Path(path)
     if not path.is_file():

@@ -25,7 +25,7 @@ import pandas as pd
 
 from helpers.contract import COLUMNS, METRICS, TISSUES
 from helpers.dti import fit_attenuation
-from helpers.tissue import CODES
+from helpers.scan.tissue import CODES
 
 __all__ = [
     "METRICS",
@@ -137,13 +137,13 @@ def evaluate(subject, reconstructions, *, rows=None):
 
     Parameters
     ----------
-    subject : helpers.subject.Subject
+    subject : helpers.scan.subject.Subject
     reconstructions : dict
         ``(method, replicate)`` (or a bare method name, replicate 0) -> (n, m)
         reconstruction of ``subject.attenuation``, or a callable that returns it (then only
         one reconstruction is held in memory at a time).
     rows : (n,) bool array_like, optional
-        Voxels the table summarises (a subject's judge part, :mod:`helpers.split`); the
+        Voxels the table summarises (a subject's judge part, :mod:`helpers.scan.split`); the
         per-voxel errors cover every voxel (for the maps). Default: all.
 
     Returns

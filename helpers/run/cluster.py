@@ -13,7 +13,7 @@ one subject and gives it all of its threads: the subject trains with that many p
 advertise the resource gets no subject; :func:`scheduler_problems` says so before a run.
 
 What happens on a worker is told to the runner as it happens: each event of
-:func:`helpers.batch.run_subject` (a step started, a step done) goes through Dask's event
+:func:`helpers.run.batch.run_subject` (a step started, a step done) goes through Dask's event
 log (``Worker.log_event``) to the client, which hands it to the runner's console with the
 host that computed it. A subject that starts a second time was re-run by Dask after the
 worker running it was lost; the console says so.
@@ -25,7 +25,7 @@ it, ends them and fails the subject with a line that says so, rather than let th
 system kill the whole job without a word.
 
 This module knows nothing of the runner: it maps a function over subjects and turns a
-task that died into a failed :class:`helpers.results.SubjectResult`.
+task that died into a failed :class:`helpers.run.results.SubjectResult`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import threading
 import uuid
 
 from helpers.processes import tree_memory
-from helpers.results import failed
+from helpers.run.results import failed
 
 __all__ = ["RESOURCE", "MemoryWatch", "dask_map", "scheduler_problems", "subject_cores"]
 
@@ -131,7 +131,7 @@ def dask_map(fn, config_path, subjects, *, scheduler, workers=1, cores=1, progre
     """Submit ``fn(config_path, subject, jobs=..., progress=..., **kwargs)`` for every
     subject; yield the results as they complete.
 
-    ``fn`` returns a :class:`~helpers.results.SubjectResult` and never raises; a task
+    ``fn`` returns a :class:`~helpers.run.results.SubjectResult` and never raises; a task
     that still fails (its worker was killed, ran out of memory, or the cluster lost it
     more often than Dask's ``allowed-failures``) becomes a failed result for that subject
     at step ``"dask task"``, so the other subjects go on. ``progress`` receives ``fn``'s
