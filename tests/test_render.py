@@ -14,6 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from plotly.offline import get_plotlyjs
 
 import helpers
+from conftest import HAND_VERDICT
 from helpers.config import CONFIG_DIR, load_config, load_profile
 from helpers.contract import method_name, replicate_seeds
 from helpers.report.provenance import PACKAGES, provenance_markdown, write_provenance
@@ -22,8 +23,6 @@ from helpers.report.render import (
     figure_html,
     render_html,
     setup_notebook,
-    verdict_lines,
-    compact_lines,
     accuracy_chart,
     write_index,
     write_plotlyjs,
@@ -116,67 +115,6 @@ def test_plotlyjs_is_written_once_per_folder(tmp_path):
     assert write_plotlyjs(tmp_path).stat().st_mtime_ns == before - 10**9  # not rewritten
 
 
-VERDICT = pd.DataFrame([
-    # hand-written rows in the columns of helpers.judges.stats.verdict
-    dict(dataset="sample", metric="signal_mae", best="Sampled", runner_up="Syn", best_mean=0.0815, runner_mean=0.0857,
-         margin=0.0042, ci_low=0.0011, ci_high=0.0073, level="replicate", n_units=5, rank_held=4, rank_n=5,
-         floor=0.08, ratio_to_floor=1.02),
-    dict(dataset="sample", metric="angle_deg", best="Sampled", runner_up="SampleAndMean", best_mean=4.6, runner_mean=5.49,
-         margin=0.89, ci_low=-1.5, ci_high=3.3, level="replicate", n_units=5, rank_held=3, rank_n=5,
-         floor=float("nan"), ratio_to_floor=float("nan")),
-])
-
-
-def test_verdict_lines_state_winner_margin_interval_and_stability(tmp_path):
-    VERDICT.to_csv(tmp_path / "verdict.csv", index=False)
-    assert verdict_lines(tmp_path / "verdict.csv") == [
-        "sample · signal MAE (attenuation): Sampled closest, 0.0042 below Syn (95% CI 0.0011 to 0.0073), "
-        "best in 4/5 replicates; 1.02x the noise floor",
-        # the interval includes 0: never "closest" alone
-        "sample · angular deviation (degrees): Sampled ≈ SampleAndMean (cannot be told apart), 0.89 below "
-        "SampleAndMean (95% CI -1.5 to 3.3), best in 3/5 replicates",
-    ]
-    assert verdict_lines(tmp_path / "absent.csv") == []
-
-
-def test_verdict_lines_lead_with_validated_judges_and_name_the_others(tmp_path):
-    judged = VERDICT.assign(
-        metric=["c2st_accuracy", "signal_mae"], judge=["two_sample", "reconstruction"], validated=[True, False],
-        known_answer=["named the true generator in 4 of 4 known-answer cases on this scan",
-                      "named the true generator in 1 of 4 known-answer cases on this scan"],
-        ci_low=[0.0011, 0.002],
-    )
-    judged.to_csv(tmp_path / "verdict.csv", index=False)
-    lines = verdict_lines(tmp_path / "verdict.csv")
-    assert lines[0].startswith("sample · two-sample classifier [validated]: Sampled closest, 0.0042 below Syn")
-    assert lines[1].startswith(
-        "sample · denoiser-training error (the method paper's reconstruction error), signal MAE "
-        "[not validated: named the true generator in 1 of 4 known-answer cases on this scan]: Sampled lowest, "
-    )
-
-
-def test_compact_lines_print_each_judge_once_short_and_wrapped(tmp_path):
-    judged = pd.DataFrame([
-        dict(dataset="invivo", metric="c2st_accuracy", judge="two_sample", validated=True, best="Calibrated",
-             runner_up="SubjectFORCE", best_mean=0.687, score_low=0.671, score_high=0.702, real_vs_real=0.501,
-             realistic=False, margin=0.04, ci_low=0.02, ci_high=0.06, known_answer="ok"),
-        dict(dataset="invivo", metric="signal_mae", judge="reconstruction", validated=False, best="Sampled",
-             runner_up="Syn", best_mean=0.0402, score_low=0.0369, score_high=0.044, margin=0.001, ci_low=-0.001,
-             ci_high=0.003, known_answer="named the true generator in 1 of 6"),
-    ])
-    judged.to_csv(tmp_path / "verdict.csv", index=False)
-    blocks = compact_lines(tmp_path / "verdict.csv", width=200)
-    assert blocks == {"invivo": [
-        "no candidate is realistic for this scan: the closest, Calibrated, is told from it in 69% of voxels "
-        "(two halves of the scan: 50%)",
-        "two-sample classifier [validated]: Calibrated closest, 69% (95% CI 67-70%; floor 50%)",
-        "denoiser-training error, signal MAE [not validated]: Sampled ≈ Syn, 0.0402 (95% CI 0.0369 to 0.044)",
-    ]}
-    narrow = compact_lines(tmp_path / "verdict.csv", width=60)["invivo"]
-    assert all(len(line) <= 56 for line in narrow) and narrow[1].startswith("    ")  # wrapped, indented
-    assert compact_lines(tmp_path / "verdict.csv", skip={"invivo"}) == {}  # a dataset already shown
-
-
 def test_accuracy_chart_draws_every_generator_and_the_floor():
     distances = pd.DataFrame([
         dict(dataset="invivo", metric="c2st_accuracy", method="Calibrated", score=0.69, score_low=0.67,
@@ -208,7 +146,7 @@ def test_index_links_the_summary_each_subjects_reports_and_failures(tmp_path):
     ds = tmp_path / "sample"
     _touch(ds / "summary" / "04_results.html")
     _touch(ds / "summary" / "signal_mae.html")
-    VERDICT.to_csv(ds / "summary" / "verdict.csv", index=False)
+    HAND_VERDICT.to_csv(ds / "summary" / "verdict.csv", index=False)
     for name in ("01_load_data", "02_simulate", "03_train_autoencoder"):
         _touch(ds / "s01" / f"{name}.html")
     _touch(ds / "s01" / "metrics" / "error_maps.html")

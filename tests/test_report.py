@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import HAND_VERDICT
 from helpers.report import report as R
 
 VERDICT = pd.DataFrame(
@@ -406,3 +407,55 @@ def test_findings_include_the_distance_ladder_and_feature_tables(tmp_path):
     assert "| sample | sub-01 | fa | 0.3 | 0.6 |" in lines
     assert "no candidate is realistic for this scan" in text  # the verdict lines, as printed
     assert "No `" not in text
+
+
+
+
+def test_verdict_lines_state_winner_margin_interval_and_stability(tmp_path):
+    HAND_VERDICT.to_csv(tmp_path / "verdict.csv", index=False)
+    assert R.verdict_lines(tmp_path / "verdict.csv") == [
+        "sample · signal MAE (attenuation): Sampled closest, 0.0042 below Syn (95% CI 0.0011 to 0.0073), "
+        "best in 4/5 replicates; 1.02x the noise floor",
+        # the interval includes 0: never "closest" alone
+        "sample · angular deviation (degrees): Sampled ≈ SampleAndMean (cannot be told apart), 0.89 below "
+        "SampleAndMean (95% CI -1.5 to 3.3), best in 3/5 replicates",
+    ]
+    assert R.verdict_lines(tmp_path / "absent.csv") == []
+
+
+def test_verdict_lines_lead_with_validated_judges_and_name_the_others(tmp_path):
+    judged = HAND_VERDICT.assign(
+        metric=["c2st_accuracy", "signal_mae"], judge=["two_sample", "reconstruction"], validated=[True, False],
+        known_answer=["named the true generator in 4 of 4 known-answer cases on this scan",
+                      "named the true generator in 1 of 4 known-answer cases on this scan"],
+        ci_low=[0.0011, 0.002],
+    )
+    judged.to_csv(tmp_path / "verdict.csv", index=False)
+    lines = R.verdict_lines(tmp_path / "verdict.csv")
+    assert lines[0].startswith("sample · two-sample classifier [validated]: Sampled closest, 0.0042 below Syn")
+    assert lines[1].startswith(
+        "sample · denoiser-training error (the method paper's reconstruction error), signal MAE "
+        "[not validated: named the true generator in 1 of 4 known-answer cases on this scan]: Sampled lowest, "
+    )
+
+
+def test_compact_lines_print_each_judge_once_short_and_wrapped(tmp_path):
+    judged = pd.DataFrame([
+        dict(dataset="invivo", metric="c2st_accuracy", judge="two_sample", validated=True, best="Calibrated",
+             runner_up="SubjectFORCE", best_mean=0.687, score_low=0.671, score_high=0.702, real_vs_real=0.501,
+             realistic=False, margin=0.04, ci_low=0.02, ci_high=0.06, known_answer="ok"),
+        dict(dataset="invivo", metric="signal_mae", judge="reconstruction", validated=False, best="Sampled",
+             runner_up="Syn", best_mean=0.0402, score_low=0.0369, score_high=0.044, margin=0.001, ci_low=-0.001,
+             ci_high=0.003, known_answer="named the true generator in 1 of 6"),
+    ])
+    judged.to_csv(tmp_path / "verdict.csv", index=False)
+    blocks = R.compact_lines(tmp_path / "verdict.csv", width=200)
+    assert blocks == {"invivo": [
+        "no candidate is realistic for this scan: the closest, Calibrated, is told from it in 69% of voxels "
+        "(two halves of the scan: 50%)",
+        "two-sample classifier [validated]: Calibrated closest, 69% (95% CI 67-70%; floor 50%)",
+        "denoiser-training error, signal MAE [not validated]: Sampled ≈ Syn, 0.0402 (95% CI 0.0369 to 0.044)",
+    ]}
+    narrow = R.compact_lines(tmp_path / "verdict.csv", width=60)["invivo"]
+    assert all(len(line) <= 56 for line in narrow) and narrow[1].startswith("    ")  # wrapped, indented
+    assert R.compact_lines(tmp_path / "verdict.csv", skip={"invivo"}) == {}  # a dataset already shown

@@ -5,7 +5,7 @@ tensors, dipy's FORCE ranges) or copies the subject's tensors (Sampled, SubjectF
 percentile rule). ``Calibrated`` is parametric, so every voxel it draws has its ground
 truth, and the *distributions* of its parameters are fitted to the subject's fit voxels
 (:mod:`helpers.scan.split`): the fit minimises a distance between the rotation-invariant
-features (:func:`helpers.judges.realism.invariant_features`) of the real fit voxels and of
+features (:func:`helpers.features.invariant_features`) of the real fit voxels and of
 synthetic voxels drawn through the scan's own noise model (docs/method.md, "A generator
 calibrated to the scan").
 
@@ -590,7 +590,7 @@ class Calibration:
 
 
 def _features_of(attenuation, bvals, bvecs, dti_columns):
-    from helpers.judges.realism import invariant_features
+    from helpers.features import invariant_features
 
     return invariant_features(attenuation, bvals, bvecs, dti_columns=dti_columns).to_numpy(float)
 

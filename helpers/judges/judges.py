@@ -12,7 +12,7 @@ rank counts (:func:`helpers.judges.stats.verdict`). The judges:
 ``two_sample`` (``c2st_accuracy``)
     A classifier two-sample test (:func:`helpers.judges.realism.c2st`) between the scan's voxels
     and replicate r's held-out synthetic set, on rotation-invariant features
-    (:func:`helpers.judges.realism.invariant_features`); 0.5 = indistinguishable.
+    (:func:`helpers.features.invariant_features`); 0.5 = indistinguishable.
 ``code_distance`` (``code_mmd``)
     Each replicate autoencoder encodes the scan and its own generator's held-out set; the
     score is the MMD² between the two clouds of bottleneck codes (:func:`helpers.judges.realism.mmd`,
@@ -54,7 +54,8 @@ from scipy import stats as _sps
 
 from helpers.contract import COLUMNS, DEFAULTS, JUDGE_OF, METRICS, judge_seed, method_name, needs_pools, replicate_seeds
 from helpers.judges.metrics import voxel_errors
-from helpers.judges.realism import c2st, invariant_features, mmd, wasserstein_1d
+from helpers.features import invariant_features
+from helpers.judges.realism import c2st, mmd, wasserstein_1d
 from helpers.generators.simulation import simulate, tissue_pools
 
 __all__ = [

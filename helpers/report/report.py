@@ -16,6 +16,7 @@ Labels come from :mod:`helpers.contract`; this module imports no figure code.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +30,8 @@ from helpers.judges.stats import MIN_SUBJECTS, check_table
 __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
            "told_apart", "judge_title", "findings_markdown", "summary_table", "closest_generators",
            "distance_display", "top_features", "feature_table", "ladder_display", "validation_display",
-           "p_real_maps", "VERDICT_COLUMNS", "STATS_COLUMNS"]
+           "p_real_maps", "distance_phrase", "headline_lines", "verdict_lines",
+           "compact_lines", "VERDICT_COLUMNS", "STATS_COLUMNS"]
 
 VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
                    "margin", "ci_low", "ci_high", "level", "n_units", "rank_held", "rank_n",
@@ -99,7 +101,7 @@ def verdict_markdown(verdict, *, profile, n_subjects, skipped=None, collapsed=No
         Markdown. A quick profile opens with a bold line saying it is a smoke test of the
         pipeline, not a finding. A judged verdict (with ``validated``, and the distance
         columns of :func:`helpers.run.pipeline.with_distance`) opens each dataset with its
-        headline in bold (:func:`helpers.report.render.headline_lines`), e.g. ``**No candidate is
+        headline in bold (:func:`headline_lines`), e.g. ``**No candidate is
         realistic for this scan: the closest, Sampled, is told from it in 72% of voxels
         (two halves of the scan: 50%).**``; each judge's line then gives the closest
         generator's score with its interval, the real-vs-real floor and whether it is
@@ -500,9 +502,8 @@ def judge_title(row):
 
 
 def _headline(rows):
-    """A dataset's headline (:func:`helpers.report.render.headline_lines`) as a bold line; [] when
+    """A dataset's headline (:func:`headline_lines`) as a bold line; [] when
     no validated judge has a floor."""
-    from helpers.report.render import headline_lines  # render imports this module inside its functions, as here
 
     found = headline_lines(rows)
     if not found:
@@ -512,12 +513,11 @@ def _headline(rows):
 
 
 def _distance(row, *, validated=True):
-    """The closest generator's distance in words (:func:`helpers.report.render.distance_phrase`),
+    """The closest generator's distance in words (:func:`distance_phrase`),
     e.g. ``told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan:
     50%): not realistic``; "" for a row with neither an interval nor a floor (its score is
     in the verdict line). A judge that is not validated says nothing of realistic: it
     cannot tell."""
-    from helpers.report.render import distance_phrase  # render imports this module inside its functions, as here
 
     if not any(_finite(getattr(row, k, None)) for k in ("score_low", "score_high", "real_vs_real")):
         return ""
@@ -772,7 +772,6 @@ def findings_markdown(summary_dir, *, source="make run"):
     table a summary lacks (an older run) is one line saying so. Nothing in it is typed by
     hand (``docs/make_findings.py``).
     """
-    from helpers.report.render import verdict_lines  # render imports this module inside its functions, as here
 
     summary_dir = Path(summary_dir)
     known = pd.read_csv(summary_dir / "known_answer.csv", dtype={"subject": str})
@@ -832,3 +831,194 @@ def findings_markdown(summary_dir, *, source="make run"):
     if verdicts:
         lines += ["## Verdict lines, as printed", "", "```", *verdicts, "```", ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _number(value, digits=3):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else f"{value:.{digits}g}"
+
+
+def _percent(value):
+    return f"{100 * float(value):.0f}%"
+
+
+def distance_phrase(row):
+    """The closest generator's distance in words: its score with its interval, the floor,
+    and whether it is realistic; "" for a row without a score.
+
+    >>> distance_phrase({"metric": "c2st_accuracy", "best_mean": 0.723, "score_low": 0.70, "score_high": 0.75,
+    ...                  "real_vs_real": 0.50, "realistic": False})
+    'told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not realistic'
+    """
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    if score is None:
+        return ""
+    ok = get("realistic")
+    verdict = "" if not isinstance(ok, (bool, np.bool_)) and str(ok) not in ("True", "False") else (
+        ": realistic" if str(ok) == "True" else ": not realistic")
+    if get("metric") == "c2st_accuracy":
+        text = f"told from the scan in {_percent(get('best_mean'))} of voxels"
+        if low is not None and high is not None:
+            text += f" (95% CI {_percent(get('score_low'))[:-1]}-{_percent(get('score_high'))}"
+            text += f"; two halves of the scan: {_percent(get('real_vs_real'))})" if floor is not None else ")"
+        elif floor is not None:
+            text += f" (two halves of the scan: {_percent(get('real_vs_real'))})"
+        return text + verdict
+    text = f"score {score}"
+    if low is not None and high is not None:
+        text += f" (95% CI {low} to {high})"
+    if floor is not None:
+        text += f", floor {floor} (two halves of the scan)"
+    return text + verdict
+
+
+def headline_lines(table):
+    """What a dataset's verdict says first: that no candidate is realistic, by any
+    validated judge with a floor, or which one is; [] when no validated judge has a floor.
+
+    Example: ``no candidate is realistic for this scan: the closest, SubjectFORCE, is told
+    from it in 72% of voxels (two halves of the scan: 50%)``.
+    """
+    lines = []
+    if "realistic" not in table.columns or "validated" not in table.columns:
+        return lines
+    for ds, rows in table.groupby("dataset", sort=False):
+        rows = rows[rows["validated"].astype(bool) & rows["realistic"].astype(str).isin(["True", "False"])]
+        if rows.empty:
+            continue
+        first = rows.iloc[0]
+        what = (f"is told from it in {_percent(first['best_mean'])} of voxels (two halves of the scan: "
+                f"{_percent(first['real_vs_real'])})" if first["metric"] == "c2st_accuracy"
+                else f"scores {_number(first['best_mean'])} against a floor of {_number(first['real_vs_real'])}")
+        if (rows["realistic"].astype(str) == "True").any():
+            ok = rows[rows["realistic"].astype(str) == "True"].iloc[0]
+            lines.append(f"{ds} · {ok['best']} is realistic for this scan by the {_judge(ok)}: "
+                         f"{distance_phrase(ok).split(':')[0]}")
+        else:
+            lines.append(f"{ds} · no candidate is realistic for this scan: the closest, {first['best']}, {what}")
+    return lines
+
+
+def _judge(row):
+    return judge_title(row)
+
+
+def verdict_lines(path):
+    """The headline and one sentence per (dataset, metric) of a ``verdict.csv``; [] when
+    it is absent.
+
+    Example: ``sample · two-sample classifier [validated]: Sampled closest, told from the
+    scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not realistic;
+    0.0012 below Syn (95% CI 0.0003 to 0.0021), best in 4/5 replicates``. A margin whose
+    interval includes 0 reads ``Sampled ≈ SampleAndMean (cannot be told apart)``; a judge
+    that failed the known-answer check says so and what it scored there, and its best is
+    "lowest", never "closest"; validated judges that name different generators say so.
+    """
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    judged = "validated" in table.columns
+    lines = headline_lines(table) if judged else []
+    for row in table.to_dict("records"):
+        if judged:
+            ok = bool(row["validated"])
+            status = "validated" if ok else f"not validated: {row.get('known_answer', '')}"
+            text = f"{row.get('dataset', '')} · {judge_title(row)} [{status}]: "
+        else:
+            ok = True
+            text = f"{row.get('dataset', '')} · {METRIC_LABELS.get(row.get('metric'), row.get('metric'))}: "
+        if told_apart(row):
+            text += f"{row.get('best')} {'closest' if ok else 'lowest'}"
+        else:
+            text += f"{row.get('best')} ≈ {row.get('runner_up')} (cannot be told apart)"
+        distance = distance_phrase(row) if "real_vs_real" in row else ""
+        if distance:
+            text += f", {distance};"
+        margin = _number(row.get("margin"))
+        if margin is not None and isinstance(row.get("runner_up"), str):
+            text += f"{'' if distance else ','} {margin} below {row['runner_up']}"
+            low, high = _number(row.get("ci_low")), _number(row.get("ci_high"))
+            if low is not None and high is not None:
+                text += f" (95% CI {low} to {high})"
+        held, n = _number(row.get("rank_held"), 6), _number(row.get("rank_n"), 6)
+        if held is not None and n is not None:
+            text += f", best in {held}/{n} replicates"
+        ratio = _number(row.get("ratio_to_floor"))
+        if ratio is not None:
+            text += f"; {ratio}x the noise floor"
+        disagrees = row.get("disagrees")
+        if ok and isinstance(disagrees, str) and disagrees:
+            text += f"; validated judges disagree: {disagrees}"
+        lines.append(text)
+    return lines
+
+
+def _short_distance(row):
+    """The distance in a few words: ``73% (95% CI 72-75%; floor 50%)`` or ``0.036 (95% CI
+    0.024 to 0.054; floor -0.00098)``."""
+    get = row.get
+    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    if score is None:
+        return ""
+    c2st = get("metric") == "c2st_accuracy"
+    fmt = (lambda k: _percent(get(k))) if c2st else (lambda k: _number(get(k)))  # noqa: E731
+    parts = []
+    if low is not None and high is not None:
+        parts.append(f"95% CI {fmt('score_low')[:-1] + '-' if c2st else fmt('score_low') + ' to '}{fmt('score_high')}")
+    if floor is not None:
+        parts.append(f"floor {fmt('real_vs_real')}")
+    return fmt("best_mean") + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def compact_lines(path, *, width=None, skip=()):
+    """A verdict.csv as a console block per dataset: the headline, then one short line
+    per judge (validated first: the closest generator, its distance and the floor), lines
+    wrapped at ``width`` (default: the terminal's). Datasets in ``skip`` are left out
+    (already printed). The full sentences stay in verdict.csv and the report.
+
+    Returns
+    -------
+    dict of str to list of str
+        Dataset -> its lines (without indentation).
+    """
+    import shutil
+    import textwrap
+
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    table = pd.read_csv(path)
+    if "validated" not in table.columns:
+        return {ds: [line.split(" · ", 1)[-1] for line in verdict_lines(path) if line.startswith(f"{ds} · ")]
+                for ds in table["dataset"].unique() if ds not in skip}
+    heads = {line.split(" · ", 1)[0]: line.split(" · ", 1)[1] for line in headline_lines(table)}
+    out = {}
+    for ds, rows in table.groupby("dataset", sort=False):
+        if ds in skip:
+            continue
+        lines = [heads[ds]] if ds in heads else []
+        rows = pd.concat([rows[rows["validated"].astype(bool)], rows[~rows["validated"].astype(bool)]])
+        for row in rows.to_dict("records"):
+            ok = bool(row["validated"])
+            who = (f"{row['best']} {'closest' if ok else 'lowest'}" if told_apart(row)
+                   else f"{row['best']} ≈ {row.get('runner_up')}")
+            distance = _short_distance(row)
+            title = re.sub(r" \([^)]*\)", "", judge_title(row))  # the parenthesis is in the report
+            line = f"{title} [{'validated' if ok else 'not validated'}]: {who}"
+            lines.append(line + (f", {distance}" if distance else ""))
+            if ok and isinstance(row.get("disagrees"), str) and row["disagrees"]:
+                lines.append(f"validated judges disagree: {row['disagrees']}")
+        lines = list(dict.fromkeys(lines))
+        out[ds] = [w for line in lines for w in textwrap.wrap(line, width=max(width - 4, 40), subsequent_indent="    ")]
+    return out
