@@ -141,3 +141,24 @@ def test_the_layout_picture_in_the_docs_lists_every_module():
 @pytest.mark.parametrize("old", ["simulation", "batch", "render", "subject", "realism"])
 def test_no_flat_module_is_left_behind(old):
     assert not (PACKAGE / f"{old}.py").exists()
+
+
+# Test files named for what they test rather than for one module.
+TOPICS = {"judges/test_ladder.py": "judges.judges", "generators/test_plugins.py": "generators.simulation",
+          "test_benchmarks.py": None, "test_hcp_like.py": None, "test_packaging.py": None, "test_layout.py": None}
+
+
+def test_tests_mirror_the_layout():
+    """tests/<stage>/test_<module>.py tests helpers/<stage>/<module>.py; the ground's tests sit
+    in tests/ itself."""
+    modules, tests = _modules(), PROJECT_ROOT / "tests"
+    misplaced = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests).as_posix()
+        stage = "" if path.parent == tests else path.parent.name
+        module = f"{stage}.{path.stem[5:]}" if stage else path.stem[5:]
+        if rel in TOPICS:
+            assert TOPICS[rel] is None or TOPICS[rel] in modules, rel
+        elif module not in modules:
+            misplaced.append(rel)
+    assert misplaced == []

@@ -101,7 +101,7 @@ RECOVERY_TOLERANCE = {
     "gm_d_median": 0.2e-3, "noise_scale": 0.1,
 }
 """What a fit from FORCE's defaults must recover, on pseudo-scans of the family with known
-hyperparameters (tests/test_calibration.py, benchmarks/bench_calibration.py): the
+hyperparameters (tests/generators/test_calibration.py, benchmarks/bench_calibration.py): the
 quantities the features identify, absolute tolerances (diffusivities in mm²/s). Fibre
 counts, ODI and the intra-axonal fraction are reported, not required: at one shell they
 trade off against each other (docs/method.md)."""

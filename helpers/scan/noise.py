@@ -10,7 +10,7 @@ brain voxels, corrected so that they are unbiased for Gaussian noise:
 - one or two: the residuals of each voxel's tensor fit (model misfit adds to them, so this
   errs towards more noise, a lower SNR).
 
-Measured (tests/test_noise.py holds the phantoms): on the mdt b1k_b2k in-vivo scan (13 b0,
+Measured (tests/scan/test_noise.py holds the phantoms): on the mdt b1k_b2k in-vivo scan (13 b0,
 8,865 mask voxels) the repeats estimator gives σ = 15.5, SNR 38.9, inside the 20-45 that
 issue 9's two independent reads bound (per-voxel median b0 S0/sd 36.4; dipy MP-PCA on the b=1000
 volumes, 7x7x1 patches: σ 8.8, i.e. median b=1000 signal / σ 27, median S0 / σ 66). The

@@ -12,7 +12,6 @@ first checks it against everything dipy returned for that voxel.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from dipy.sims.voxel import all_tensor_evecs
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 from scipy import stats
 
+from helpers.config import PROJECT_ROOT
 from helpers.generators.force import (
     ForceParameters,
     ForceRanges,
@@ -36,7 +36,7 @@ from helpers.generators.force import (
     sphere_vertices,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 P_MIN = 1e-3  # two-sample tests: fail only below this p-value
 ODI = np.linspace(0.01, 0.3, 10)  # generate_force_simulations' default grid
 

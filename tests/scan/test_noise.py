@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.config import PROJECT_ROOT
 from helpers.scan.noise import NoiseEstimate, estimate_noise, noise_floor_mae, relative_sigma
 
 SIGMA = 20.0
@@ -206,7 +207,7 @@ def test_noise_floor_matches_monte_carlo(rng):
 
 # ----------------------------------------------------------------------------- in vivo
 
-INVIVO = Path(__file__).resolve().parents[1] / "data" / "invivo"
+INVIVO = PROJECT_ROOT / "data" / "invivo"
 
 
 def invivo_estimate(folder):

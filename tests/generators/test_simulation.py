@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from dipy.sims.voxel import single_tensor as dipy_single_tensor
 from scipy import special, stats
 from scipy.spatial.transform import Rotation
 
+from helpers.config import PROJECT_ROOT
 from helpers.scan.subject import Subject
 from helpers.generators.simulation import (
     Mixture,
@@ -961,7 +961,7 @@ def test_simulation_imports_no_config_io_or_runner():
     interpreter, so other tests' imports do not count)."""
     forbidden = ("helpers.config", "helpers.io", "helpers.run.pipeline", "helpers.run.batch", "yaml")
     code = f"import sys, helpers.generators.simulation\nprint([m for m in {forbidden!r} if m in sys.modules])\n"
-    root = Path(__file__).resolve().parents[1]
+    root = PROJECT_ROOT
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

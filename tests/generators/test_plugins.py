@@ -11,7 +11,6 @@ import dataclasses
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +18,11 @@ from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor as dipy_multi_tensor
 from scipy import integrate, special
 
+from helpers.config import PROJECT_ROOT
 from helpers.scan.subject import Subject
 from helpers.generators.simulation import call_plugin, method_support, simulate
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 MODULE = "synthqa_test_generators"  # written by the fixture below
 
 GENERATORS = '''

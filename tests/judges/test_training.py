@@ -6,7 +6,7 @@ error paths.
 Expected values come from elsewhere than the code under test: hand-written numbers for
 the collapse flag, a NumPy forward pass of the saved weights for the dead-unit count, a
 model retrained here from the documented seeds for the saved weights. (Dead units on
-weights set by hand: tests/test_autoencoder.py.)
+weights set by hand: tests/judges/test_autoencoder.py.)
 """
 
 import json
