@@ -41,7 +41,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from helpers.processes import tagged_processes
+from helpers.run.cluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent  # the default checkout, and where the in-vivo scan is
 TAG = "SYNTHQA_BAD_TAG"
@@ -155,16 +157,7 @@ class Run:
 
 def tagged(tag):
     """{pid: command line} of the processes whose environment carries ``SYNTHQA_BAD_TAG=tag``."""
-    found, needle = {}, f"{TAG}={tag}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # gone, or not ours to read
-            continue
-    return found
+    return {pid: p.cmdline for pid, p in tagged_processes(TAG, tag).items()}
 
 
 def kill_tagged(tag):
@@ -494,12 +487,6 @@ def second_run(case):
     if not second.wait(60):
         return Result("running after 60 s", 60, case.headline(second.lines))
     return Result(str(second.code), second.seconds, case.headline(second.lines, errors=second.code != 0))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @case("scheduler_no_resource", "run --scheduler: a dask scheduler and one worker without --resources subject=1")

@@ -11,6 +11,8 @@ worker — so a chain runner → kernel → worker unwinds from any link. On sys
 
 :func:`tree_memory` measures what such a tree of processes holds: the memory a subject
 needs is in its kernels and training processes, not in the process that started them.
+:func:`tagged_processes` finds the processes a run started, by a variable in their
+environment, however they were started (the kill tests and ``benchmarks/bad_inputs.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import multiprocessing
 import os
 import signal
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["die_with_parent", "run_in_workers", "tree_memory"]
+__all__ = ["die_with_parent", "run_in_workers", "tree_memory", "tagged_processes", "Tagged"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -82,6 +86,43 @@ def tree_memory(pid=None):
         pss += getattr(info, "pss", info.rss)
         rss += info.rss
     return pss, rss
+
+
+class Tagged(NamedTuple):
+    """A process found by :func:`tagged_processes`."""
+
+    ppid: int
+    cwd: str
+    cmdline: str
+
+
+def tagged_processes(variable, value):
+    """The processes whose environment holds ``variable=value`` (Linux: reads ``/proc``).
+
+    A variable set in a run's environment is inherited by everything it starts, through
+    kernels, workers and ``spawn``; a process that changes its own environment later is not
+    seen (``/proc/PID/environ`` is the environment it started with).
+
+    Returns
+    -------
+    dict of int to Tagged
+        pid -> parent pid, working folder and command line (arguments joined by spaces).
+        Processes that end while they are read, or that are not ours to read, are skipped.
+    """
+    needle, found = f"{variable}={value}".encode(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cwd = os.readlink(entry / "cwd")
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone, or not ours to read
+            continue
+        found[int(entry.name)] = Tagged(ppid, cwd, cmd)
+    return found
 
 
 @contextlib.contextmanager

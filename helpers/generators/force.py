@@ -747,22 +747,17 @@ class ForceTable:
 def simulate_force(bvals, bvecs, n, rng, *, ranges=ForceRanges(), b0_threshold=50.0, parameters=False):
     """Clean FORCE attenuation of n voxels drawn from dipy's distributions.
 
+    :func:`draw_force_parameters`, then :func:`force_signal` in float32.
+
     Parameters
     ----------
-    bvals : (m,) array_like
-        b-values, s/mm².
-    bvecs : (m, 3) array_like
-        Gradient directions: unit, or zero at b0.
-    n : int
-        Number of voxels, >= 1.
-    rng : int, numpy.random.Generator or None
-        Source of randomness, normalised with ``np.random.default_rng``.
-    ranges : ForceRanges, optional
-        The distributions (dipy 1.12's defaults).
+    bvals, bvecs
+        The gradient table, as in :func:`force_signal`.
+    n, rng, ranges
+        As in :func:`draw_force_parameters`.
     b0_threshold : float, optional
         Volumes with b <= this are b0 and set to exactly 1 (the project's attenuation is
         S / S0 with S0 the b0 mean), s/mm².
-
     parameters : bool, optional
         Also return the drawn :class:`ForceParameters` (each voxel's ground truth).
 

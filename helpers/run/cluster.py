@@ -39,7 +39,7 @@ import uuid
 from helpers.processes import tree_memory
 from helpers.run.results import failed
 
-__all__ = ["RESOURCE", "MemoryWatch", "dask_map", "scheduler_problems", "subject_cores"]
+__all__ = ["RESOURCE", "MemoryWatch", "dask_map", "free_port", "scheduler_problems", "subject_cores"]
 
 RESOURCE = "subject"
 """The Dask worker resource one subject takes: start workers with ``--resources subject=1``."""
@@ -216,10 +216,18 @@ def scheduler_problems(address, *, timeout=5.0):
     try:
         client = Client(address, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - any failure to connect is the same problem to the user
-        return [f"--scheduler {address}: no Dask scheduler answered there within {timeout:g} s ({e})"]
+        return [f"--scheduler {address}: cannot reach a Dask scheduler there within {timeout:g} s ({e})"]
     try:
         workers = client.scheduler_info().get("workers", {})
     finally:
         client.close()
     problem = _resource_problem(workers, address)
     return [problem] if problem else []
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port on ``host`` that nothing listens on now (the system picks it), for a
+    scheduler to be started on, or for an address where no scheduler answers."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

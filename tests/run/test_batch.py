@@ -21,6 +21,7 @@ import helpers.run.batch as batch
 from helpers.run.batch import main
 from helpers.config import CONFIG_DIR, PROJECT_ROOT
 from helpers.contract import COLUMNS, METHODS, METRICS
+from helpers.processes import tagged_processes
 from helpers.run.results import SubjectResult
 
 SAMPLE = CONFIG_DIR / "sample.yaml"
@@ -36,19 +37,8 @@ def _batch(*args, env=None, timeout=1500):
 
 
 def _tagged(tag):
-    """pids of the processes whose environment carries ``SYNTHQA_TEST_TAG=tag``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"SYNTHQA_TEST_TAG={tag}".encode() in env.split(b"\0"):
-            found.append((int(entry.name), cmd))
-    return found
+    """(pid, command line) of the processes whose environment carries ``SYNTHQA_TEST_TAG=tag``."""
+    return [(pid, p.cmdline) for pid, p in tagged_processes("SYNTHQA_TEST_TAG", tag).items()]
 
 
 def _killed_while_training(out, tmp):

@@ -227,14 +227,11 @@ def test_ctrl_c_prints_one_line_and_exits_130(capsys):
 
 
 def test_out_as_a_file_and_bad_scheduler_addresses_exit_2_in_seconds(tmp_path):
-    import socket
+    from helpers.run.cluster import free_port
 
     a_file = tmp_path / "results.txt"
     a_file.write_text("")
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     for extra, message in [(["--out", a_file], "is a file, not a folder"),
                            (["--scheduler", "lcoal"], "not 'local' nor an address like tcp://HOST:PORT"),
                            (["--scheduler", f"tcp://127.0.0.1:{port}"], "cannot reach a Dask scheduler there")]:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.run.cluster import dask_map
+from helpers.processes import tagged_processes
+from helpers.run.cluster import dask_map, free_port
 from helpers.config import PROJECT_ROOT
 from helpers.run.results import SubjectResult
 
@@ -38,30 +39,9 @@ def test_a_task_whose_worker_died_becomes_a_failed_result():
     assert not doomed.ok and doomed.failed_step == "dask task" and doomed.error
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _processes(tag):
     """{pid: (ppid, cwd, cmdline)} of the processes whose environment carries the tag."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"SYNTHQA_TEST_TAG={tag}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cwd = os.readlink(entry / "cwd")
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found[int(entry.name)] = (ppid, cwd, cmd)
-    return found
+    return tagged_processes("SYNTHQA_TEST_TAG", tag)
 
 
 EXAMPLES = PROJECT_ROOT / "docs" / "examples"
@@ -116,7 +96,7 @@ def test_a_real_scheduler_and_two_workers_match_a_local_run_and_survive_a_lost_w
     tag = uuid.uuid4().hex
     path = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))  # the plugin's module
     env = {**os.environ, "SYNTHQA_TEST_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [str(Path(sys.executable).parent / "dask")]
     started = []
@@ -236,7 +216,7 @@ def test_a_scheduler_whose_workers_lack_the_subject_resource_is_refused():
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
                       resources={"subject": 1}) as cluster:
         assert scheduler_problems(cluster.scheduler_address) == []
-    assert "no Dask scheduler answered" in scheduler_problems("tcp://127.0.0.1:9", timeout=1)[0]
+    assert "cannot reach a Dask scheduler there" in scheduler_problems("tcp://127.0.0.1:9", timeout=1)[0]
 
 
 @pytest.mark.parametrize("nthreads, resources, cores", [(4, {"subject": 1}, 4), (8, {"subject": 2}, 4),
@@ -323,3 +303,14 @@ def test_a_run_waiting_on_workers_that_cannot_take_a_subject_says_so():
             watch.join()
         assert [e["event"] for e in events] == ["notice"]  # said once, not every look
         assert events[0]["text"].startswith(expected), events
+
+
+def test_free_port_is_free_and_nothing_answers_there():
+    import socket
+
+    port = free_port()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with socket.socket() as s:  # and a scheduler could listen there
+        s.bind(("127.0.0.1", port))
+        s.listen()
