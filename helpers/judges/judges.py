@@ -220,8 +220,9 @@ class JudgePanel:
     # -- data
 
     def simulate(self, name, n, seed, *, noise="per_voxel"):
-        """Noisy voxels of generator ``name`` on the subject's table (pools: the real subject's)."""
-        return simulate(self.subject, self.specs[name], n, seed, snr=self.snr, noise=noise, pools=self.pools,
+        """Noisy voxels of generator ``name`` on the subject's table (pools: the real subject's);
+        a name that is not one of the panel's generators is taken as a spec (a ladder's truth)."""
+        return simulate(self.subject, self.specs.get(name, name), n, seed, snr=self.snr, noise=noise, pools=self.pools,
                         min_pool=self.min_pool, wm_fa_min=self.wm_fa_min)[1]
 
     def features(self, attenuation):
@@ -734,7 +735,6 @@ def ladder_check(panel, families=LADDER_FAMILIES, *, truth=LADDER_TRUTH, rungs=L
     tasks = []
     for i, family in enumerate(families):
         truth_spec = f"{family}*{truth:g}"
-        panel.specs[truth_spec] = truth_spec
         noisy = panel.simulate(truth_spec, panel.real.n_voxels, judge_seed(panel.seed, truth_spec, 0, "pseudo_scan"))
         tasks.append((i, family, truth_spec, panel.scan_data(noisy, reconstruction=True)))
 

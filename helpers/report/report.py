@@ -848,6 +848,26 @@ def _percent(value):
     return f"{100 * float(value):.0f}%"
 
 
+def _getter(row):
+    return row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+
+
+def _score(get, key):
+    """A score in its judge's unit: a percentage for the classifier's accuracy, else three
+    digits; None when absent or NaN."""
+    if _number(get(key)) is None:
+        return None
+    return _percent(get(key)) if get("metric") == "c2st_accuracy" else _number(get(key))
+
+
+def _score_interval(get):
+    """The score's 95% interval, ``70-75%`` or ``0.024 to 0.054``; None without one."""
+    low, high = _score(get, "score_low"), _score(get, "score_high")
+    if low is None or high is None:
+        return None
+    return f"{low[:-1]}-{high}" if get("metric") == "c2st_accuracy" else f"{low} to {high}"
+
+
 def distance_phrase(row):
     """The closest generator's distance in words: its score with its interval, the floor,
     and whether it is realistic; "" for a row without a score.
@@ -856,24 +876,17 @@ def distance_phrase(row):
     ...                  "real_vs_real": 0.50, "realistic": False})
     'told from the scan in 72% of voxels (95% CI 70-75%; two halves of the scan: 50%): not realistic'
     """
-    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
-    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    get = _getter(row)
+    score, interval, floor = _score(get, "best_mean"), _score_interval(get), _score(get, "real_vs_real")
     if score is None:
         return ""
     ok = get("realistic")
     verdict = "" if not isinstance(ok, (bool, np.bool_)) and str(ok) not in ("True", "False") else (
         ": realistic" if str(ok) == "True" else ": not realistic")
     if get("metric") == "c2st_accuracy":
-        text = f"told from the scan in {_percent(get('best_mean'))} of voxels"
-        if low is not None and high is not None:
-            text += f" (95% CI {_percent(get('score_low'))[:-1]}-{_percent(get('score_high'))}"
-            text += f"; two halves of the scan: {_percent(get('real_vs_real'))})" if floor is not None else ")"
-        elif floor is not None:
-            text += f" (two halves of the scan: {_percent(get('real_vs_real'))})"
-        return text + verdict
-    text = f"score {score}"
-    if low is not None and high is not None:
-        text += f" (95% CI {low} to {high})"
+        inner = ([f"95% CI {interval}"] if interval else []) + ([f"two halves of the scan: {floor}"] if floor else [])
+        return f"told from the scan in {score} of voxels" + (f" ({'; '.join(inner)})" if inner else "") + verdict
+    text = f"score {score}" + (f" (95% CI {interval})" if interval else "")
     if floor is not None:
         text += f", floor {floor} (two halves of the scan)"
     return text + verdict
@@ -965,18 +978,12 @@ def verdict_lines(path):
 def _short_distance(row):
     """The distance in a few words: ``73% (95% CI 72-75%; floor 50%)`` or ``0.036 (95% CI
     0.024 to 0.054; floor -0.00098)``."""
-    get = row.get
-    score, low, high, floor = (_number(get(k)) for k in ("best_mean", "score_low", "score_high", "real_vs_real"))
+    get = _getter(row)
+    score, interval, floor = _score(get, "best_mean"), _score_interval(get), _score(get, "real_vs_real")
     if score is None:
         return ""
-    c2st = get("metric") == "c2st_accuracy"
-    fmt = (lambda k: _percent(get(k))) if c2st else (lambda k: _number(get(k)))  # noqa: E731
-    parts = []
-    if low is not None and high is not None:
-        parts.append(f"95% CI {fmt('score_low')[:-1] + '-' if c2st else fmt('score_low') + ' to '}{fmt('score_high')}")
-    if floor is not None:
-        parts.append(f"floor {fmt('real_vs_real')}")
-    return fmt("best_mean") + (f" ({'; '.join(parts)})" if parts else "")
+    parts = ([f"95% CI {interval}"] if interval else []) + ([f"floor {floor}"] if floor else [])
+    return score + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def compact_lines(path, *, width=None, skip=()):

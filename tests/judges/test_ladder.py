@@ -137,6 +137,7 @@ def test_ladder_check_orders_syn_rungs_on_a_phantom():
     models = {(m, 0): build_autoencoder(30, seed=i) for i, m in enumerate(specs)}
     panel = JudgePanel(subject, models, specs, seed=0, snr="auto", n_judge=2000)
     ladder, scores = ladder_check(panel, ("Syn",), dataset="d", subject="s")
+    assert panel.specs == specs  # the truth is drawn, not added to the panel's generators
     row = ladder.set_index("metric").loc["c2st_accuracy"]
     assert row["family"] == "Syn" and row["truth"] == 1.2
     assert row["rungs"] == "0.8;1;1.15;1.5;2" and row["distances"] == "0.4;0.2;0.05;0.3;0.8"
