@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_force, beside 
 import bench_force  # noqa: E402
 from bench_force import median_time  # noqa: E402  (one timing rule for both benchmarks)
 from helpers.scan.layouts import load_sample
-from helpers.generators.simulation import draw_mixture, simulate, tissue_pools
+from helpers.generators.simulation import draw_mixture, fit_calibration, simulate, tissue_pools
 
 N_VOXELS = 300_000
 
@@ -66,6 +67,14 @@ def main(argv=None):
     t_dipy = median_time(dipy_loop, args.repeats)
     dipy_rate = args.dipy_voxels / t_dipy
     print(f"baseline dipy.sims.voxel.multi_tensor loop: {dipy_rate:,.0f} voxels/s (median of {args.repeats} x {args.dipy_voxels} voxels, 5 compartments, no noise)")
+
+    # Calibrated draws from a fit the pipeline makes once per subject (calibration.json):
+    # fitted here first, timed apart, so its line below is the drawing alone.
+    evals = 20 if args.tiny else 200
+    t0 = time.perf_counter()
+    subject.calibration = fit_calibration(subject, max_evals=evals, n_resamples=0)
+    print(f"Calibrated fit: {evals} evaluations in {time.perf_counter() - t0:.1f} s, once per subject "
+          "(bench_calibration.py measures it; not counted below)")
 
     slowest = 0.0
     for method in METHODS:

@@ -29,6 +29,7 @@ def test_bench_simulation_tiny():
     out = _run("bench_simulation.py", "--tiny")
     assert "speedup" in out and "x vs dipy multi_tensor" in out
     assert "force speedup" in out and "x vs dipy generate_force_simulations" in out
+    assert "Calibrated fit: 20 evaluations" in out  # fitted apart: the Calibrated line times the drawing alone
 
 
 @pytest.mark.slow
