@@ -79,6 +79,8 @@ _STATS_REQUIRED = ("dataset", "metric", "tissue", "method_a", "method_b", "test"
 _COLLAPSED_COLUMNS = ("dataset", "subject", "method", "replicate")
 _HISTORY_COLUMNS = ("epoch", "loss")
 _TEMPLATE = "plotly_white"
+ROBUST_PERCENTILE = 99.0
+"""Default top of a map's colour scale: this percentile of its values, not the maximum."""
 _FLOOR_COLOR = "#555555"
 _BRACKET_COLOR = "#444444"
 
@@ -396,8 +398,10 @@ def confusion_figure(confusion, *, dataset=None, title=None):
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="generator judged")
     fig.update_yaxes(title_text="made the pseudo-scan", col=1)
-    fig.update_layout(template=_TEMPLATE, height=340 * rows + 80,
-                      title=title or "Known answers: which generator each judge ranked first on each pseudo-scan")
+    fig.update_layout(template=_TEMPLATE, height=340 * rows + 110, margin=dict(t=130),
+                      title=title or ("Known answers: in what share of the replicate models each judge ranked each "
+                                        "generator first<br><sup>the verdict and the known-answer count rank the mean over "
+                                        "replicates, so a truth ranked first by 1 of 3 models can still be named</sup>"))
     return fig
 
 
@@ -525,8 +529,13 @@ def training_curves_figure(histories, *, title="Training curves"):
                                    f"<extra>{name} {kind}</extra>")))
     fig.update_yaxes(type="log", title_text="loss (MSE)")
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(template=_TEMPLATE, title=title)
+    fig.update_layout(template=_TEMPLATE, title=dict(text=f"{title}<br><sup>{CURVES_CAVEAT}</sup>"))
     return fig
+
+
+CURVES_CAVEAT = ("each method's losses are on its own synthetic data: compare a method's curves "
+                 "with each other, not across methods")
+"""What the training curves cannot say, in their subtitle."""
 
 
 def density_figure(samples, *, xlabel, ylabel, bins=40, x_range=None, y_range=None,
@@ -626,8 +635,10 @@ def error_map_figure(volumes, *, slice_index=None, title="Per-voxel error",
     colorscale : str, optional
         Plotly colour scale name.
     zmin, zmax : float, optional
-        Colour range; by default the smallest and largest finite value on the slice over
-        all volumes, so that equal colours mean equal errors across panels.
+        Colour range, shared by every panel so that equal colours mean equal errors; by
+        default the smallest finite value on the slice and the 99th percentile over all
+        volumes (one outlying voxel would otherwise set the scale and every map would look
+        alike). Larger values take the top colour; the colour bar says so.
     label : str, optional
         Colour bar title.
 
@@ -642,7 +653,10 @@ def error_map_figure(volumes, *, slice_index=None, title="Per-voxel error",
         raise ValueError(f"slice {k} has no finite value in any volume; "
                          "choose a slice_index inside the brain")
     zmin = float(finite.min()) if zmin is None else zmin
-    zmax = float(finite.max()) if zmax is None else zmax
+    clipped = zmax is None and float(np.percentile(finite, ROBUST_PERCENTILE)) < float(finite.max())
+    zmax = float(np.percentile(finite, ROBUST_PERCENTILE)) if zmax is None else zmax
+    if clipped:
+        label = f"{label}<br>(top colour: ≥ {zmax:.3g},<br>the {ROBUST_PERCENTILE:g}th percentile)"
     fig = _slice_grid(list(slices))
     for i, (name, s) in enumerate(slices.items(), start=1):
         fig.add_trace(go.Heatmap(z=s.T, coloraxis="coloraxis", name=name,
@@ -937,7 +951,7 @@ def reconstruction_figure(real, recon_by_method, *, n_examples=3, seed=0):
     return fig
 
 
-def save_html(fig, path, *, plotlyjs="directory"):
+def save_html(fig, path, *, plotlyjs="directory", caption=None, back=None):
     """Write ``fig`` as an HTML file, atomically.
 
     Parameters
@@ -953,6 +967,10 @@ def save_html(fig, path, *, plotlyjs="directory"):
         A relative path ending in ``.js`` (e.g. ``"../plotly.min.js"``) loads that file,
         which the caller provides; ``True`` embeds plotly.js (about 4.6 MB) in the page;
         ``"cdn"`` loads it from the internet.
+    caption : str, optional
+        A sentence or two under the figure: what it shows and how to read it.
+    back : (str, str), optional
+        ``(href, text)`` of a link above the figure, e.g. back to the report it belongs to.
 
     Returns
     -------
@@ -974,8 +992,25 @@ def save_html(fig, path, *, plotlyjs="directory"):
                 tmp.write_text(get_plotlyjs(), encoding="utf-8")
     with atomic_path(path) as tmp:
         # The bundle already sits beside ``path``; plotly only links to it.
-        fig.write_html(tmp, include_plotlyjs=plotlyjs, full_html=True)
+        if caption is None and back is None:
+            fig.write_html(tmp, include_plotlyjs=plotlyjs, full_html=True)
+        else:
+            tmp.write_text(_page_html(fig, plotlyjs, caption, back), encoding="utf-8")
     return path
+
+
+def _page_html(fig, plotlyjs, caption, back):
+    """A standalone figure page: a link back, the figure, its caption."""
+    import html
+
+    title = html.escape(str(fig.layout.title.text or "figure").split("<br>")[0])
+    link = "" if back is None else f'<p><a href="{html.escape(back[0])}">{html.escape(back[1])}</a></p>\n'
+    text = "" if caption is None else f'<p class="caption">{html.escape(caption)}</p>\n'
+    body = fig.to_html(include_plotlyjs=plotlyjs, full_html=False)
+    return (f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+            '<style>body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}'
+            '.caption{color:#333;max-width:60em}</style>\n</head>\n<body>\n'
+            f"{link}{body}\n{text}</body>\n</html>\n")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -99,13 +99,15 @@ def _seeds(config, profile):
     return {"seed": config.seed, "per_replicate": per_model}
 
 
-def collect(*, config=None, profile=None, subject=None, command=None):
+def collect(*, config=None, configs=(), profile=None, subject=None, command=None):
     """The provenance record as a dict.
 
     Parameters
     ----------
     config : helpers.config.DatasetConfig, optional
         Gives the dataset, its config file and text, and the seeds.
+    configs : sequence of helpers.config.DatasetConfig, optional
+        For a summary over several datasets: each one's seeds, under ``seeds["per_dataset"]``.
     profile : dict, optional
         From :func:`helpers.config.load_profile`.
     subject : str, optional
@@ -139,9 +141,19 @@ def collect(*, config=None, profile=None, subject=None, command=None):
         record["dataset"] = config.dataset
         record["seeds"] = _seeds(config, profile)
         record["config"] = {"path": str(Path(config.path).resolve()), "text": config.text}
+    elif configs:
+        record["seeds"] = {"per_dataset": {c.dataset: _seeds(c, profile) for c in configs}}
     if subject is not None:
         record["subject"] = str(subject)
     return record
+
+
+def _seed_text(seeds):
+    if "seed" in seeds:
+        return str(seeds["seed"])
+    if "per_dataset" in seeds:
+        return "; ".join(f"{d} {s['seed']}" for d, s in sorted(seeds["per_dataset"].items()))
+    return "not recorded"
 
 
 def write_provenance(folder, **kwargs):
@@ -172,7 +184,7 @@ def provenance_markdown(path):
         ("packages", ", ".join(f"{k} {versions.get(k)}" for k in ("python", *PACKAGES) if versions.get(k))),
         ("machine", f"{machine.get('cpu')} × {machine.get('cpu_count')} cores; GPU: {gpus}"),
         ("profile", f"{profile.get('name', '?')} ({size})" if profile else "not recorded"),
-        ("seed", str((record.get("seeds") or {}).get("seed", "not recorded"))),
+        ("seed", _seed_text(record.get("seeds") or {})),
         ("command", f"`{record.get('command', '')}`"),
         ("written", record.get("written", "")),
     ]

@@ -28,6 +28,7 @@ from helpers.report.report import compact_lines, verdict_lines
 __all__ = [
     "PLOTLYJS",
     "setup_notebook",
+    "table_html",
     "figure_html",
     "clean_outputs",
     "render_html",
@@ -91,6 +92,32 @@ def setup_notebook():
 
     pio.renderers[_RENDERER] = _DivAndJson()
     pio.renderers.default = _RENDERER
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - notebooks always have IPython
+        return
+    shell = get_ipython()
+    if shell is not None:  # every table the notebook shows, as table_html writes it
+        import pandas as pd
+
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
+def table_html(frame):
+    """A table as a reader wants it: every row and every cell in full, empty cells for
+    missing values (not NaN), numbers to 4 significant digits, and no column of row
+    numbers (a meaningful index, such as a pivot's, stays).
+
+    >>> import pandas as pd
+    >>> print(table_html(pd.DataFrame({"a": [0.123456, float("nan")]})).split("<tbody>")[1].split())
+    ['<tr>', '<td>0.1235</td>', '</tr>', '<tr>', '<td></td>', '</tr>', '</tbody>', '</table>']
+    """
+    import pandas as pd
+
+    plain = isinstance(frame.index, pd.RangeIndex)
+    with pd.option_context("display.max_colwidth", None):
+        return frame.to_html(index=not plain, na_rep="", max_rows=None, max_cols=None, border=0,
+                             float_format=lambda x: f"{x:.4g}", classes="synthqa-table")
 
 
 # Lines that are progress, not results: carriage returns or backspaces (bars redrawn in

@@ -30,7 +30,7 @@ from helpers.judges.stats import MIN_SUBJECTS, check_table
 __all__ = ["verdict_markdown", "stats_display", "error_map_volumes", "metric_name", "verdict_head",
            "told_apart", "judge_title", "findings_markdown", "summary_table", "closest_generators",
            "distance_display", "top_features", "feature_table", "ladder_display", "validation_display",
-           "p_real_maps", "distance_phrase", "headline_lines", "verdict_lines",
+           "p_real_maps", "figure_caption", "first_subjects", "csv_links", "FIGURE_CAPTIONS", "distance_phrase", "headline_lines", "verdict_lines",
            "compact_lines", "VERDICT_COLUMNS", "STATS_COLUMNS"]
 
 VERDICT_COLUMNS = ("dataset", "metric", "best", "runner_up", "best_mean", "runner_mean",
@@ -1029,3 +1029,55 @@ def compact_lines(path, *, width=None, skip=()):
         lines = list(dict.fromkeys(lines))
         out[ds] = [w for line in lines for w in textwrap.wrap(line, width=max(width - 4, 40), subsequent_indent="    ")]
     return out
+
+
+FIGURE_CAPTIONS = {
+    "known_answers": "Each row is a pseudo-scan drawn by a known generator with the scan's own gradient "
+                     "table, voxel count and noise; each cell, the share of replicate models in which the "
+                     "judge ranked that column's generator first. A judge that knows its answers has its "
+                     "weight on the diagonal.",
+    "signal_mae": "Reconstruction error of the real judge voxels per generator the autoencoder was trained on, "
+                  "one point per model; brackets mark differences the tests find. Lower means a better "
+                  "denoiser for this scan, not a more realistic generator: see the validated judges first.",
+    "fa_mae": "Error in the FA of the reconstructed real voxels, per training generator, one point per model.",
+    "angle_deg": "Angle between the main fibre direction of the real voxels and of their reconstruction, "
+                 "per training generator, one point per model.",
+    "tissue": "Signal MAE per tissue class (WM, GM, CSF), per training generator.",
+    "diagnostics": "Final validation loss of every model, on its own synthetic data: a model far above "
+                   "its replicates did not train.",
+    "training": "Training (solid) and validation (dashed) loss per epoch, each replicate a line. Each "
+                "method's losses are on its own synthetic data: compare a method's curves with each other, "
+                "not across methods.",
+    "error_maps": "Signal MAE per voxel on one axial slice, mean over replicates, one panel per training "
+                  "generator; the colour scale is shared and tops out at the 99th percentile.",
+    "p_real": "The two-sample classifier's probability that each real judge voxel is real, against the "
+              "closest generator: 0.5 where it cannot tell, near 1 where the generator has nothing like it.",
+}
+"""What each standalone figure page says under its figure (by the figure's name or its prefix)."""
+
+
+def figure_caption(name):
+    """The caption of the figure saved as ``<name>.html``: :data:`FIGURE_CAPTIONS` by name,
+    or by the prefix before its dataset (``training_invivo``); None when there is none."""
+    for key, text in FIGURE_CAPTIONS.items():
+        if name == key or name.startswith(f"{key}_"):
+            return text
+    return None
+
+
+def first_subjects(subject_dirs):
+    """The first subject folder of each dataset (``<results>/<dataset>/<subject>``), in order:
+    the subjects a summary's per-subject figures show, each named in its title."""
+    first = {}
+    for folder in map(Path, subject_dirs):
+        first.setdefault(folder.parent.name, folder)
+    return first
+
+
+def csv_links(folder):
+    """A Markdown line linking every CSV table of a summary folder (the report shows them
+    formatted; the CSVs hold every column and digit)."""
+    names = sorted(p.name for p in Path(folder).glob("*.csv"))
+    if not names:
+        return ""
+    return "**Every table as CSV**, in this folder: " + ", ".join(f"[{n}]({n})" for n in names) + "."

@@ -419,8 +419,10 @@ def _newest(paths):
     return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
 
 
-def run_summary(results_dirs, out_dir, *, subjects=(), config=None, profile=None, force=False, command=None, progress=None):
+def run_summary(results_dirs, out_dir, *, subjects=(), config=None, configs=(), profile=None, force=False, command=None,
+                progress=None):
     """Notebook 04 over ``results_dirs`` (dataset folders) into ``out_dir``; never raises.
+    ``configs`` (a summary over several datasets): their seeds go into the provenance.
 
     Reruns when a subject's metrics are newer than the summary, or with ``force``.
     """
@@ -436,7 +438,8 @@ def run_summary(results_dirs, out_dir, *, subjects=(), config=None, profile=None
     force = force or _newest(metrics) > _newest([out_dir / f"{SUMMARY_NOTEBOOK}.ipynb"])
     where = dict(dataset=dataset, subject="summary", subject_dir=str(out_dir), index=1, total=1)
     try:
-        write_provenance(out_dir, config=config, profile=load_profile(profile) if profile else None, command=command)
+        write_provenance(out_dir, config=config, configs=configs, profile=load_profile(profile) if profile else None,
+                         command=command)
         report({"event": "step", "step": SUMMARY_NOTEBOOK, **where})
         t = time.perf_counter()
         status = run_notebook(SUMMARY_NOTEBOOK, out_dir, params, force=force, subject="summary")
@@ -627,6 +630,7 @@ def run_datasets(plan, *, jobs=0, out=None, force=False, scheduler=None, progres
             write_plotlyjs(root)
             profiles = {p for _, _, p in plan}
             res = run_summary(dirs, root / "summary", force=force, command=command, progress=progress,
+                              configs=[c for c, _, _ in plan if c.results_dir(out).resolve() in dirs],
                               profile=profiles.pop() if len(profiles) == 1 else None)
             outcome[root] = [res]
             if progress:

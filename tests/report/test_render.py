@@ -200,3 +200,27 @@ def test_provenance_records_versions_machine_profile_seeds_config_and_command(tm
     assert helpers.__version__ in text and "quick" in text and "synthqa run x.yaml" in text
     assert "kind: sample" in text  # the config itself
     assert "No provenance" in provenance_markdown(tmp_path / "elsewhere")
+
+
+def test_tables_show_every_row_and_cell_without_nan_or_row_numbers():
+    from helpers.report.render import table_html
+
+    long_text = "named the true generator in 6 of 6 known-answer cases on this scan; " * 3
+    frame = pd.DataFrame({"judge": ["c2st"] * 70, "reason": [long_text] + [None] * 69, "score": [0.123456] * 70})
+    page = table_html(frame)
+    assert page.count("<tr") == 71  # the header and every row: no head-and-tail cut
+    assert long_text.strip() in page and "…" not in page and "..." not in page
+    assert "NaN" not in page and "None" not in page and "<td>0.1235</td>" in page
+    assert "<th></th>" not in page  # no column of row numbers
+    pivot = frame.head(2).set_index("judge")
+    assert "<th>c2st</th>" in table_html(pivot)  # a meaningful index stays
+
+
+def test_a_summary_over_datasets_records_each_datasets_seeds(tmp_path):
+    configs = [load_config(CONFIG_DIR / "sample.yaml"), load_config(CONFIG_DIR / "invivo.yaml")]
+    write_provenance(tmp_path, configs=configs, profile=load_profile("quick"), command="synthqa run a b")
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    assert {d: s["seed"] for d, s in record["seeds"]["per_dataset"].items()} == {"sample": configs[0].seed,
+                                                                                  "invivo": configs[1].seed}
+    assert f"| seed | invivo {configs[1].seed}; sample {configs[0].seed} |" in provenance_markdown(tmp_path)  # by name
+

@@ -459,3 +459,20 @@ def test_compact_lines_print_each_judge_once_short_and_wrapped(tmp_path):
     narrow = R.compact_lines(tmp_path / "verdict.csv", width=60)["invivo"]
     assert all(len(line) <= 56 for line in narrow) and narrow[1].startswith("    ")  # wrapped, indented
     assert R.compact_lines(tmp_path / "verdict.csv", skip={"invivo"}) == {}  # a dataset already shown
+
+
+def test_figure_pages_have_captions_and_the_summary_links_its_csvs(tmp_path):
+    assert "replicate models" in R.figure_caption("known_answers")
+    assert R.figure_caption("training_invivo") == R.FIGURE_CAPTIONS["training"]  # by prefix, per dataset
+    assert R.figure_caption("unknown") is None
+    (tmp_path / "verdict.csv").write_text("a\n1\n")
+    (tmp_path / "distances.csv").write_text("a\n1\n")
+    (tmp_path / "notes.txt").write_text("")
+    assert R.csv_links(tmp_path) == ("**Every table as CSV**, in this folder: [distances.csv](distances.csv), "
+                                     "[verdict.csv](verdict.csv).")
+    assert R.csv_links(tmp_path / "empty") == ""
+
+
+def test_first_subjects_names_one_folder_per_dataset(tmp_path):
+    dirs = [tmp_path / "sample" / "small_64D", tmp_path / "invivo" / "b1k_b2k", tmp_path / "invivo" / "second"]
+    assert R.first_subjects(dirs) == {"sample": dirs[0], "invivo": dirs[1]}
