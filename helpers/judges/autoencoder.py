@@ -320,7 +320,7 @@ def train_stacked(models, data, *, epochs=50, batch_size=100, learning_rate=5e-4
             tf.constant(np.stack([y[i:i + _VAL_CHUNK] for _, y in checked]))) for i in range(n_train, n, _VAL_CHUNK)]
     del checked
     n_in = int(train.shape[2]) // 2
-    run_epoch = tf.function(functools.partial(_run_stacked_epoch, step=stack.step, n_train=n_train, n_in=n_in,
+    run_epoch = tf.function(functools.partial(_run_epoch, step=functools.partial(stack.step, n_in=n_in), n_train=n_train,
                                               batch_size=batch_size, k=len(models)), jit_compile=True)
     sse = tf.function(stack.sum_squared_error, jit_compile=True)
     rngs = [np.random.default_rng(s) for s in seeds]
@@ -386,23 +386,6 @@ class _Stack:
             for i, layer in enumerate(layers):
                 layer.kernel.assign(self.kernels[i][k])
                 layer.bias.assign(self.biases[i][k])
-
-
-def _run_stacked_epoch(train, perm, *, step, n_train, n_in, batch_size, k):
-    """Body of a compiled stacked epoch: ``train`` (K, n_train, 2N), ``perm`` (K, n_train)."""
-    n_full, rest = divmod(n_train, batch_size)
-    shuffled = tf.gather(train, perm, batch_dims=1)  # each model's own order
-    total = tf.zeros([k], tf.float32)
-    if n_full:
-        batches = tf.reshape(shuffled[:, : n_full * batch_size], (k, n_full, batch_size, 2 * n_in))
-
-        def body(i, total):
-            return i + 1, total + step(batches[:, i], n_in)
-
-        _, total = tf.while_loop(lambda i, _: i < n_full, body, (tf.constant(0), total))
-    if rest:
-        total = total + step(shuffled[:, n_full * batch_size :], n_in)
-    return total / (n_full + (rest > 0))
 
 
 def _check_training_data(model, noisy, clean):
@@ -524,26 +507,31 @@ def _make_epoch_function(model, optimizer, variables, *, n_train, n_in, batch_si
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    epoch = functools.partial(
-        _run_epoch, step=step, n_train=n_train, n_in=n_in, batch_size=batch_size
-    )
+    epoch = functools.partial(_run_epoch, step=step, n_train=n_train, batch_size=batch_size)
     return tf.function(epoch, jit_compile=True)
 
 
-def _run_epoch(train, perm, *, step, n_train, n_in, batch_size):
-    """Body of the compiled epoch; ``train`` is (n_train, 2N): inputs then targets."""
+def _run_epoch(train, perm, *, step, n_train, batch_size, k=None):
+    """Body of a compiled epoch: shuffle by ``perm``, then ``step`` on every batch in order.
+
+    One model: ``train`` (n_train, 2N), inputs then targets, ``perm`` (n_train,) and
+    ``step(batch)`` on a (b, 2N) batch returns its loss. A stack of ``k`` models
+    (:func:`train_stacked`): ``train`` (K, n_train, 2N), ``perm`` (K, n_train), each model in
+    its own order, and ``step`` on a (K, b, 2N) batch returns the K losses.
+    """
+    lead = [] if k is None else [k]
     n_full, rest = divmod(n_train, batch_size)
-    shuffled = tf.gather(train, perm)  # one gather: the whole epoch's batches, in order
-    total = tf.constant(0.0, tf.float32)
+    shuffled = tf.gather(train, perm, batch_dims=len(lead))  # one gather: the whole epoch's batches, in order
+    total = tf.zeros(lead, tf.float32)
     if n_full:
-        batches = tf.reshape(shuffled[: n_full * batch_size], (n_full, batch_size, 2 * n_in))
+        batches = tf.reshape(shuffled[..., : n_full * batch_size, :], [*lead, n_full, batch_size, int(train.shape[-1])])
 
         def body(i, total):
-            return i + 1, total + step(batches[i])
+            return i + 1, total + step(batches[..., i, :, :])
 
         _, total = tf.while_loop(lambda i, _: i < n_full, body, (tf.constant(0), total))
     if rest:  # the last, smaller batch, as Model.fit makes it
-        total = total + step(shuffled[n_full * batch_size :])
+        total = total + step(shuffled[..., n_full * batch_size :, :])
     return total / (n_full + (rest > 0))
 
 
