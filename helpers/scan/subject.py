@@ -5,7 +5,7 @@ back onto the scan's grid; saved as ``subject.npz`` + ``subject.json`` and read 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import nibabel as nib
@@ -120,6 +120,14 @@ class Subject:
     def judge_part(self):
         """The judge voxels as a subject (itself when not split); computed once."""
         return self._part("judge")
+
+    def __setattr__(self, name, value):
+        # A part is cut from the whole when first asked for. A field (or the calibration)
+        # set after that would leave it stale, so the parts are cut anew; a field changed
+        # in place (subject.tissue[i] = ...) is not seen.
+        super().__setattr__(name, value)
+        if name in _PART_SOURCES and self.__dict__.get("_parts"):
+            self.__dict__["_parts"] = {}
 
     def _part(self, which):
         if not self.is_split:
@@ -289,6 +297,10 @@ class Subject:
         if (folder / CALIBRATION_FILE).is_file():  # Calibrated's fit, written by notebook 02
             subject.calibration = load_json(folder / CALIBRATION_FILE)
         return subject
+
+
+_PART_SOURCES = frozenset(f.name for f in fields(Subject)) | {"calibration"}
+"""What a subject's parts are cut from: setting one of these cuts them anew."""
 
 
 def _erosion_note(shape):

@@ -115,3 +115,22 @@ def test_subject_tensor_fits_only_the_dti_columns(hcp):
     np.testing.assert_allclose(fit.evals, true, rtol=1e-4, atol=1e-8)
     everything = load_hcp(hcp.root, hcp.subject_id, shell="all", dti_max_b=3500).tensor()
     assert np.abs(everything.evals - true).max() > 1e-4
+
+
+def _split_subject(n=8):
+    idx = np.argwhere(np.ones((2, 2, 2), bool))
+    return Subject(attenuation=np.arange(n * 6, dtype=np.float32).reshape(n, 6), bvals=np.full(6, 1000.0),
+                   bvecs=np.eye(3)[[0, 1, 2, 0, 1, 2]], indices=idx, shape=(2, 2, 2), affine=np.eye(4),
+                   tissue=np.full(n, 3, np.uint8), s0=np.ones(n, np.float32), judge=np.arange(n) % 2 == 0)
+
+
+def test_a_part_follows_what_is_set_on_the_whole_after_it_was_cut():
+    subject = _split_subject()
+    fit = subject.fit_part()
+    assert fit is subject.fit_part() and fit.calibration is None  # cut once, then kept
+    subject.calibration = {"hyper": "fitted later"}
+    assert subject.fit_part().calibration == {"hyper": "fitted later"}  # not the stale None
+    assert subject.judge_part().n_voxels == 4
+    subject.judge = np.arange(8) < 2  # a new split: parts of 2 and 6 voxels
+    np.testing.assert_array_equal(subject.judge_part().attenuation, np.arange(12, dtype=np.float32).reshape(2, 6))
+    assert subject.fit_part().n_voxels == 6
