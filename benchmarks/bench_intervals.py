@@ -32,7 +32,7 @@ def widths(subject, method, replicates, *, n_judge, n_draws, seed=0):
 
     from helpers.judges.autoencoder import build_autoencoder
     from helpers.judges.distance import distance_check
-    from helpers.judges.judges import JudgePanel
+    from helpers.judges.panel import JudgePanel
 
     models = {(method, r): build_autoencoder(subject.n_directions, seed=r) for r in range(replicates)}
     panel = JudgePanel(subject, models, {method: method}, seed=seed, n_judge=n_judge)

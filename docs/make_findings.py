@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from helpers.io import atomic_path
-from helpers.report.report import findings_markdown
+from helpers.report.text import findings_markdown
 
 summary = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/summary")
 target = Path(__file__).resolve().parent / "findings.md"

@@ -80,7 +80,7 @@ JUDGE_OF = {
     "code_mmd": "code_distance",
     "error_w1": "error_match",
 }
-"""The judge each score belongs to (:mod:`helpers.judges.judges`); lower is closer for all of them."""
+"""The judge each score belongs to (:mod:`helpers.judges.panel`); lower is closer for all of them."""
 
 JUDGE_LABELS = {
     "reconstruction": "denoiser-training error (the method paper's reconstruction error)",
@@ -115,7 +115,7 @@ DEFAULTS = {
     "min_pool": 20,  # eroded tissue pools below this fall back to uneroded; below it even then: "tiny"
     "wm_fa_min": 0.7,  # WM voxels above this FA feed the sampled WM pool
     "collapse_ratio": 2.0,  # a model whose val loss exceeds this x its method's median collapsed
-    "judge_voxels": 2000,  # voxels per judge set and per two-sample classifier (helpers.judges.judges)
+    "judge_voxels": 2000,  # voxels per judge set and per two-sample classifier (helpers.judges.panel)
 }
 """Every tunable default of the method, in one place."""
 
@@ -124,7 +124,7 @@ _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SCALABLE = ("Syn", "Sampled", "SampleAndMean", "FORCE", "SubjectFORCE")
 """Built-in generators that take a diffusivity scale, ``NAME*s``: every diffusivity the
 generator draws (tensor eigenvalues; FORCE's d_par, d_perp, GM and CSF ranges) times s.
-The known-answer ladder (:mod:`helpers.judges.judges`) is made of them; a config may name one too."""
+The known-answer ladder (:mod:`helpers.judges.panel`) is made of them; a config may name one too."""
 
 SCALE_RANGE = (0.1, 10.0)
 """Scales a ``NAME*s`` generator accepts."""

@@ -144,7 +144,7 @@ def test_no_flat_module_is_left_behind(old):
 
 
 # Test files named for what they test rather than for one module.
-TOPICS = {"judges/test_ladder.py": "judges.judges", "generators/test_plugins.py": "generators.simulation",
+TOPICS = {"judges/test_ladder.py": "judges.panel", "generators/test_plugins.py": "generators.simulation",
           "test_benchmarks.py": None, "test_hcp_like.py": None, "test_packaging.py": None, "test_layout.py": None}
 
 

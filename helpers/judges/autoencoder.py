@@ -760,7 +760,7 @@ class DenseForward:
     """A trained autoencoder's forward pass in numpy: the reconstruction and the bottleneck
     code of many small batches, without compiling a TensorFlow function per call.
 
-    The judges (:mod:`helpers.judges.judges`) run every replicate model on dozens of scans of a
+    The judges (:mod:`helpers.judges.panel`) run every replicate model on dozens of scans of a
     few thousand voxels; a compiled call costs about 0.15 s to set up for each, the
     matrix products a millisecond. The result equals :func:`reconstruct` and
     :func:`encode` to float32 rounding (tested).

@@ -65,7 +65,7 @@ REALISTIC = {"c2st_accuracy": ("above", 0.05), "code_mmd": ("within", 0.975), "e
 """How close to its floor a score must be to call a generator realistic: the two-sample
 accuracy at most 0.05 above the floor (the classifier tells it from the scan in at most 5
 voxels in 100 more than it tells two halves of the scan apart; the same effect size as
-:data:`helpers.judges.judges.SEPARABLE_ACCURACY`); the code distance (an unbiased MMD², about 0
+:data:`helpers.judges.panel.SEPARABLE_ACCURACY`); the code distance (an unbiased MMD², about 0
 and often below it for two samples of one distribution, so no ratio of it means anything)
 at most the floor's own 97.5th bootstrap percentile; the error match at most twice the
 distance between the two halves."""
@@ -170,9 +170,9 @@ def distance_check(panel, scan, *, dataset="", subject="", n_draws=N_DRAWS, seed
 
     Parameters
     ----------
-    panel : helpers.judges.judges.JudgePanel
+    panel : helpers.judges.panel.JudgePanel
         Its judge sets and models; ``panel.real`` is the judge part of the subject.
-    scan : helpers.judges.judges.ScanData
+    scan : helpers.judges.panel.ScanData
         The real judge voxels through every model, with reconstruction errors.
     dataset, subject : str
     n_draws : int

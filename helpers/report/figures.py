@@ -358,7 +358,7 @@ def confusion_figure(confusion, *, dataset=None, title=None):
     Parameters
     ----------
     confusion : pandas.DataFrame
-        :func:`helpers.judges.judges.confusion_table` (``dataset, judge, metric, truth, method,
+        :func:`helpers.judges.panel.confusion_table` (``dataset, judge, metric, truth, method,
         first, n``).
     dataset : str, optional
         Draw only this dataset (default: every dataset, its panels titled with its name).

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.io import atomic_path
-from helpers.report.report import compact_lines, verdict_lines
+from helpers.report.text import compact_lines, verdict_lines
 
 __all__ = [
     "PLOTLYJS",

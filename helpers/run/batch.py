@@ -682,7 +682,7 @@ def add_run_arguments(parser):
 def _final_summary(outcome, console, seconds, *, profiles=None):
     """The end of a run: its time, then per dataset a compact verdict block (each line
     once: the merged summary repeats no dataset already shown), and the report to open."""
-    from helpers.report.report import compact_lines
+    from helpers.report.text import compact_lines
 
     console.print(f"\nDone in {duration(seconds)}.")
     shown = set()

@@ -279,7 +279,7 @@ _RESULT_FIELDS = {"known_answer": "known", "known_answer_scores": "scores", "noi
 
 
 def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
-    """Every judge on the real scan and the known-answer check (:mod:`helpers.judges.judges`).
+    """Every judge on the real scan and the known-answer check (:mod:`helpers.judges.panel`).
 
     ``n_judge`` (voxels per judge set and classifier) defaults to the training profile's
     ``judge_voxels`` (2,000; the quick profile 500). Reads the subject and every trained
@@ -294,7 +294,7 @@ def judge_subject(subject_dir, *, force=False, n_judge=None, progress=None):
         Table name -> DataFrame (read back when skipped).
     """
     from helpers.judges.autoencoder import load_model
-    from helpers.judges.judges import LADDER_FAMILIES, JudgePanel, known_answer_check, ladder_recipe, train_ladder
+    from helpers.judges.panel import LADDER_FAMILIES, JudgePanel, known_answer_check, ladder_recipe, train_ladder
     from helpers.scan.subject import Subject
 
     subject_dir = Path(subject_dir)
@@ -627,7 +627,7 @@ def with_disagreement(verdict):
     """The verdict with ``disagrees``: on each validated row, the other validated judges of
     its dataset that name a different closest generator (``judge: generator``, '; '
     joined); "" when they agree or the row is not validated."""
-    from helpers.report.report import judge_title
+    from helpers.report.text import judge_title
 
     out = verdict.copy()
     notes = []
@@ -647,12 +647,12 @@ def with_validation(verdict, validation):
     judges first.
 
     A judge metric is validated on a dataset when the known-answer check validated it on
-    every subject of the dataset (:func:`helpers.judges.judges.validate`); ``known_answer`` says
+    every subject of the dataset (:func:`helpers.judges.panel.validate`); ``known_answer`` says
     in how many known-answer cases it named the true generator, summed over subjects.
     Without a validation table (no check ran) nothing is validated.
     """
     from helpers.contract import JUDGE_OF
-    from helpers.judges.judges import known_answer_sentence
+    from helpers.judges.panel import known_answer_sentence
 
     out = verdict.copy()
     out.insert(2, "judge", [JUDGE_OF.get(m, m) for m in out["metric"]])
@@ -720,9 +720,9 @@ def replicate_table(metrics, *, tissue="all"):
 
 
 def verdict_text(results, summary):
-    """The verdict-first Markdown of the summary report (:func:`helpers.report.report.verdict_markdown`)
+    """The verdict-first Markdown of the summary report (:func:`helpers.report.text.verdict_markdown`)
     from :func:`collect_results` and :func:`summarise_results`."""
-    from helpers.report.report import verdict_markdown
+    from helpers.report.text import verdict_markdown
 
     subjects = results["subjects"]
     profiles = results["profiles"]

@@ -249,7 +249,7 @@ def syn_phantom():
     (sigma 40 over S0 600-1400), split into fit and judge blocks; judged by a panel of
     untrained autoencoders for Syn and RandomWM (two replicates each)."""
     from helpers.judges.autoencoder import build_autoencoder
-    from helpers.judges.judges import JudgePanel
+    from helpers.judges.panel import JudgePanel
     from helpers.generators.simulation import simulate
 
     rng = np.random.default_rng(13)

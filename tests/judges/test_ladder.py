@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from helpers.judges import realism
-from helpers.judges.judges import LADDER_RUNGS, LADDER_TRUTH, ladder_specs, validate
+from helpers.judges.panel import LADDER_RUNGS, LADDER_TRUTH, ladder_specs, validate
 
 B = np.array([500.0, 1000.0, 2000.0, 3000.0])
 
@@ -117,7 +117,7 @@ def test_ladder_check_orders_syn_rungs_on_a_phantom():
     truth Syn*1.2 differs only in diffusivity scale, so its accuracies must follow
     |s - 1.2| (the distances written out by hand)."""
     from helpers.judges.autoencoder import build_autoencoder
-    from helpers.judges.judges import JudgePanel, ladder_check
+    from helpers.judges.panel import JudgePanel, ladder_check
     from helpers.scan.split import block_split
     from helpers.scan.subject import Subject
 

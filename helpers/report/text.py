@@ -376,9 +376,9 @@ def feature_table(features):
 def ladder_display(ladder):
     """The ladders as text: ``dataset, subject, judge, family, truth (scale), judge's order
     (closest first), rho, passed``. A family's rungs are one generator with every
-    diffusivity scaled (:func:`helpers.judges.judges.ladder_specs`); the order is the rungs'
+    diffusivity scaled (:func:`helpers.judges.panel.ladder_specs`); the order is the rungs'
     scales as the judge ranked them, and a ladder passes when Spearman's rho of score
-    against distance from the truth is high enough (:data:`helpers.judges.judges.LADDER_RHO`)."""
+    against distance from the truth is high enough (:data:`helpers.judges.panel.LADDER_RHO`)."""
     check_table(ladder, ("dataset", "subject", "metric", "family", "truth", "order", "rho", "passed"), "ladder")
     return pd.DataFrame({
         "dataset": ladder["dataset"].to_numpy(), "subject": ladder["subject"].to_numpy(),

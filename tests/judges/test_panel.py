@@ -25,7 +25,7 @@ from scipy import stats
 from helpers.judges.autoencoder import DenseForward, build_autoencoder, encode, reconstruct
 from helpers.contract import COLUMNS, judge_seed, replicate_seeds
 from helpers.scan.layouts import load_sample
-from helpers.judges.judges import (
+from helpers.judges.panel import (
     JudgePanel,
     confusion_table,
     known_answer_check,
@@ -34,7 +34,7 @@ from helpers.judges.judges import (
     validate,
 )
 from helpers.run.pipeline import with_validation
-from helpers.report.report import verdict_head
+from helpers.report.text import verdict_head
 
 MODULE = "synthqa_judge_generators"
 GENERATORS = '''

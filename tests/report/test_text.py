@@ -1,4 +1,4 @@
-"""Tests of helpers.report.report on hand-written verdict and stats tables."""
+"""Tests of helpers.report.text on hand-written verdict and stats tables."""
 
 import ast
 from pathlib import Path
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import HAND_VERDICT
-from helpers.report import report as R
+from helpers.report import text as R
 
 VERDICT = pd.DataFrame(
     [
