@@ -200,7 +200,7 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
     fig = make_subplots(rows=1, cols=len(datasets), shared_yaxes=False,
                         subplot_titles=[str(d) for d in datasets])
     label = METRIC_LABELS.get(metric, metric)
-    shown, any_collapsed, n_note_lines = set(), False, 1
+    shown, any_collapsed, n_note_lines, below = set(), False, 1, 0
     for col, dataset in enumerate(datasets, start=1):
         units, level = _units(sel[sel["dataset"] == dataset], bad)
         present = [m for m in colors if m in set(units["method"])]
@@ -219,7 +219,9 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
         yref = sub.yaxis.plotly_name.replace("axis", "")
         unit_words = ("each point: a subject (mean over its replicate models)"
                       if level == "subject" else "each point: one replicate model")
-        fig.update_xaxes(tickvals=list(range(len(present))), ticktext=present,
+        angle, drop = _tick_layout(present)
+        below = max(below, drop)
+        fig.update_xaxes(tickvals=list(range(len(present))), ticktext=present, tickangle=angle,
                          range=[-0.6, max(len(present), 1) - 0.4], row=1, col=col)
         value = floor.get(dataset) if isinstance(floor, dict) else floor
         if value is not None and np.isfinite(float(value)):
@@ -241,7 +243,7 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
         if note_ratio is not None:
             notes += _far_worse_notes(medians, note_ratio)
         n_note_lines = max(n_note_lines, len(notes))
-        _panel_note(fig, xref, notes)
+        _panel_note(fig, xref, notes, shift=drop)
     if any_collapsed:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="collapsed replicate",
                                  marker=dict(symbol="x", color="#333333", size=8),
@@ -250,7 +252,7 @@ def metric_figure(metrics, metric, *, stats=None, floor=None, tissue="all", coll
     fig.update_yaxes(title_text=label, row=1, col=1)
     fig.update_layout(template=_TEMPLATE,
                       title=title or f"{label[:1].upper()}{label[1:]} by method",
-                      margin=dict(b=50 + 18 * n_note_lines))
+                      margin=dict(b=22 + below + 18 * n_note_lines))
     return fig
 
 
@@ -1205,11 +1207,21 @@ def _far_worse_notes(medians, ratio):
     return notes
 
 
-def _panel_note(fig, xref, lines):
-    """Lines of small text under one panel, below its tick labels."""
+def _tick_layout(labels):
+    """(tick angle, pixels the tick labels reach below the axis) for a panel's method names:
+    level while they fit, else turned 40° (set, not left to plotly, so that the note under
+    the panel can be placed below them)."""
+    longest = max((len(str(s)) for s in labels), default=0)
+    if len(labels) <= 4 and longest <= 10:
+        return 0, 28
+    return -40, int(16 + 7 * longest * 0.643)  # 7 px a character at the default 12 px font; sin 40°
+
+
+def _panel_note(fig, xref, lines, *, shift=28):
+    """Lines of small text under one panel, ``shift`` pixels below the axis (under its tick labels)."""
     if lines:
         fig.add_annotation(text="<br>".join(lines), xref=f"{xref} domain", yref="paper",
-                           x=0.5, y=0, yshift=-28, xanchor="center", yanchor="top",
+                           x=0.5, y=0, yshift=-shift, xanchor="center", yanchor="top",
                            showarrow=False, font=dict(size=11), align="center", name="note")
 
 

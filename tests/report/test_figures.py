@@ -572,3 +572,19 @@ def test_save_html_failure_leaves_no_page(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["plotly.min.js"]  # complete, reusable
     with pytest.raises(ValueError, match="plotly.graph_objects.Figure"):
         F.save_html({"data": []}, tmp_path / "x.html")
+
+
+def test_the_note_under_a_panel_sits_below_turned_tick_labels():
+    """Seven generators with long names: the labels are turned and the note goes under them
+    (it overlapped them in the merged summary); two short ones stay level."""
+    names = ["Syn", "Sampled", "SampleAndMean", "RandomWM", "FORCE", "SubjectFORCE", "Calibrated"]
+    many = _table([("scan", "s", m, r, "signal_mae", "all", 0.05 + 0.01 * i) for i, m in enumerate(names) for r in range(2)])
+    fig = F.signal_mae_figure(many)
+    note = next(a for a in fig.layout.annotations if a.name == "note")
+    assert fig.layout.xaxis.tickangle == -40
+    assert note.yshift == -int(16 + 7 * len("SampleAndMean") * 0.643)  # under 13 characters turned 40°
+    assert fig.layout.margin.b >= -note.yshift + 18
+    few = _table([("scan", "s", m, r, "signal_mae", "all", 0.05) for m in ("Syn", "FORCE") for r in range(2)])
+    level = F.signal_mae_figure(few)
+    assert level.layout.xaxis.tickangle == 0
+    assert next(a for a in level.layout.annotations if a.name == "note").yshift == -28
