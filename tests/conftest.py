@@ -315,6 +315,28 @@ def _square(shape, lo, hi, code, fill):
     return labels
 
 
+
+def split_phantom(seed=13, **info):
+    """A 20x20x10 all-WM phantom split into fit and judge blocks: 30 directions on two
+    shells (b = 1000, 2000), S0 ~ U(600, 1400) with noise sigma 40, attenuation all zero
+    (the caller fills it)."""
+    from helpers.scan.split import block_split
+    from helpers.scan.subject import Subject
+
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((30, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    b = np.r_[np.full(15, 1000.0), np.full(15, 2000.0)]
+    shape = (20, 20, 10)
+    idx = np.argwhere(np.ones(shape, bool))
+    n = len(idx)
+    judge, blocks, _ = block_split(idx, shape)
+    s0 = rng.uniform(600, 1400, n).astype(np.float32)
+    return Subject(attenuation=np.zeros((n, 30), np.float32), bvals=b, bvecs=g, indices=idx, shape=shape,
+                   affine=np.eye(4), tissue=np.full(n, 3, np.uint8), s0=s0, snr=float(np.median(s0) / 40),
+                   sigma=40.0, judge=judge, blocks=blocks, info=info)
+
+
 HAND_VERDICT = pd.DataFrame([
     # hand-written rows in the columns of helpers.judges.stats.verdict
     dict(dataset="sample", metric="signal_mae", best="Sampled", runner_up="Syn", best_mean=0.0815, runner_mean=0.0857,

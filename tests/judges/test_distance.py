@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from conftest import split_phantom
 from helpers.judges import realism
 from helpers.judges.distance import REALISTIC, _resample_replicates, distance_check, random_halves, realistic
 from helpers.run.pipeline import _interval, distance_table, with_disagreement, with_distance
-from helpers.scan.split import block_split, block_weights
-from helpers.scan.subject import Subject
+from helpers.scan.split import block_weights
 
 # ----------------------------------------------------------------------------- 3. two-sample tests
 
@@ -252,19 +252,8 @@ def syn_phantom():
     from helpers.judges.panel import JudgePanel
     from helpers.generators.simulation import simulate
 
-    rng = np.random.default_rng(13)
-    g = rng.standard_normal((30, 3))
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    b = np.r_[np.full(15, 1000.0), np.full(15, 2000.0)]
-    shape = (20, 20, 10)
-    idx = np.argwhere(np.ones(shape, bool))
-    n = len(idx)
-    judge, blocks, _ = block_split(idx, shape)
-    s0 = rng.uniform(600, 1400, n).astype(np.float32)
-    subject = Subject(attenuation=np.zeros((n, 30), np.float32), bvals=b, bvecs=g, indices=idx, shape=shape,
-                      affine=np.eye(4), tissue=np.full(n, 3, np.uint8), s0=s0, snr=float(np.median(s0) / 40),
-                      sigma=40.0, judge=judge, blocks=blocks, info={"subject": "phantom"})
-    subject.attenuation = simulate(subject, "Syn", n, 123, snr="auto", noise="per_voxel")[1]
+    subject = split_phantom(subject="phantom")
+    subject.attenuation = simulate(subject, "Syn", subject.n_voxels, 123, snr="auto", noise="per_voxel")[1]
     specs = {"Syn": "Syn", "RandomWM": "RandomWM"}
     models = {(m, r): build_autoencoder(30, seed=10 * i + r) for i, m in enumerate(specs) for r in range(2)}
     panel = JudgePanel(subject, models, specs, seed=0, snr="auto", n_judge=2000)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from conftest import split_phantom
 from helpers.judges import realism
 from helpers.judges.panel import LADDER_RUNGS, LADDER_TRUTH, ladder_specs, validate
 
@@ -118,21 +119,8 @@ def test_ladder_check_orders_syn_rungs_on_a_phantom():
     |s - 1.2| (the distances written out by hand)."""
     from helpers.judges.autoencoder import build_autoencoder
     from helpers.judges.panel import JudgePanel, ladder_check
-    from helpers.scan.split import block_split
-    from helpers.scan.subject import Subject
 
-    rng = np.random.default_rng(13)
-    g = rng.standard_normal((30, 3))
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    b = np.r_[np.full(15, 1000.0), np.full(15, 2000.0)]
-    shape = (20, 20, 10)
-    idx = np.argwhere(np.ones(shape, bool))
-    n = len(idx)
-    judge, blocks, _ = block_split(idx, shape)
-    s0 = rng.uniform(600, 1400, n).astype(np.float32)
-    subject = Subject(attenuation=np.zeros((n, 30), np.float32), bvals=b, bvecs=g, indices=idx, shape=shape,
-                      affine=np.eye(4), tissue=np.full(n, 3, np.uint8), s0=s0, snr=float(np.median(s0) / 40),
-                      sigma=40.0, judge=judge, blocks=blocks)
+    subject = split_phantom()
     specs = {m: m for m in ladder_specs("Syn")}
     models = {(m, 0): build_autoencoder(30, seed=i) for i, m in enumerate(specs)}
     panel = JudgePanel(subject, models, specs, seed=0, snr="auto", n_judge=2000)
