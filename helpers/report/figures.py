@@ -655,9 +655,9 @@ def error_map_figure(volumes, *, slice_index=None, title="Per-voxel error",
         raise ValueError(f"slice {k} has no finite value in any volume; "
                          "choose a slice_index inside the brain")
     zmin = float(finite.min()) if zmin is None else zmin
-    clipped = zmax is None and float(np.percentile(finite, ROBUST_PERCENTILE)) < float(finite.max())
-    zmax = float(np.percentile(finite, ROBUST_PERCENTILE)) if zmax is None else zmax
-    if clipped:
+    robust = zmax is None
+    zmax = float(np.percentile(finite, ROBUST_PERCENTILE)) if robust else zmax
+    if robust and zmax < float(finite.max()):
         label = f"{label}<br>(top colour: ≥ {zmax:.3g},<br>the {ROBUST_PERCENTILE:g}th percentile)"
     fig = _slice_grid(list(slices))
     for i, (name, s) in enumerate(slices.items(), start=1):
